@@ -1,1 +1,19 @@
-//! placeholder
+//! ossec-collector: a server for the Wazuh/OSSEC agent protocol that keeps
+//! real agents connected and writes their events into PostgreSQL or SQLite.
+//!
+//! Data flows one way: socket ([`udp`], [`tcp`]) → frame → decrypt → decode
+//! ([`ingest`], on the sans-IO `ossec-proto`) → bounded queue → batch
+//! ([`writer`]) → store (`ossec-store`). Replies (`#!-agent ack `, `#pong`)
+//! go back through the listener that received the message.
+
+pub mod agents;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod tcp;
+pub mod tools;
+pub mod udp;
+pub mod writer;

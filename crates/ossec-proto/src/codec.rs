@@ -177,6 +177,69 @@ pub fn parse_wire(wire: &[u8]) -> Result<Wire<'_>, Reject> {
     ))
 }
 
+/// A message whose agent is known, not yet decrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identified<'a> {
+    Ping,
+    Sealed {
+        /// Index of the agent in the [`ClientKeys`] used.
+        agent: usize,
+        id_prefix: bool,
+        /// The bytes from the marker on.
+        sealed: &'a [u8],
+    },
+}
+
+/// Finds the agent a message belongs to (§4.3): by its `!ID!` prefix, then
+/// requiring `source` to be allowed by the entry; without prefix, by
+/// `source`. With `source` `None` (offline decoding) the address check is
+/// skipped and a message without prefix cannot be attributed.
+pub fn identify<'a>(
+    keys: &ClientKeys,
+    wire: &'a [u8],
+    source: Option<IpAddr>,
+) -> Result<Identified<'a>, Reject> {
+    let (id, sealed) = match parse_wire(wire)? {
+        Wire::Ping => return Ok(Identified::Ping),
+        Wire::Sealed { id, sealed } => (id, sealed),
+    };
+    let agent = match (id, source) {
+        (Some(id), _) => {
+            let idx = keys.index_of_id(id).ok_or_else(|| {
+                Reject::new(RejectKind::UnknownAgent, format!("no agent with ID {id}"))
+            })?;
+            let entry = &keys.entries()[idx];
+            if let Some(source) = source.filter(|s| !entry.allowed.allows(*s)) {
+                return Err(Reject::new(
+                    RejectKind::AddressNotAllowed,
+                    format!(
+                        "agent {id} ({}) may not send from {source} (client.keys allows {})",
+                        entry.name, entry.ip
+                    ),
+                ));
+            }
+            idx
+        }
+        (None, Some(source)) => keys.index_of_source(source).ok_or_else(|| {
+            Reject::new(
+                RejectKind::UnknownAgent,
+                format!("no `!ID!` prefix and no agent registered for {source}"),
+            )
+        })?,
+        (None, None) => {
+            return Err(Reject::new(
+                RejectKind::UnknownAgent,
+                "no `!ID!` prefix: the agent can only be found by its source address",
+            ))
+        }
+    };
+    Ok(Identified::Sealed {
+        agent,
+        id_prefix: id.is_some(),
+        sealed,
+    })
+}
+
 /// A message identified and opened by [`Decoder::decode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded<'a> {
@@ -221,40 +284,21 @@ impl Decoder {
         wire: &[u8],
         source: IpAddr,
     ) -> Result<Decoded<'s>, Reject> {
-        let (id, sealed) = match parse_wire(wire)? {
-            Wire::Ping => return Ok(Decoded::Ping),
-            Wire::Sealed { id, sealed } => (id, sealed),
-        };
-        let agent = match id {
-            Some(id) => {
-                let idx = keys.index_of_id(id).ok_or_else(|| {
-                    Reject::new(RejectKind::UnknownAgent, format!("no agent with ID {id}"))
-                })?;
-                let entry = &keys.entries()[idx];
-                if !entry.allowed.allows(source) {
-                    return Err(Reject::new(
-                        RejectKind::AddressNotAllowed,
-                        format!(
-                            "agent {id} ({}) may not send from {source} (client.keys allows {})",
-                            entry.name, entry.ip
-                        ),
-                    ));
-                }
-                idx
+        match identify(keys, wire, Some(source))? {
+            Identified::Ping => Ok(Decoded::Ping),
+            Identified::Sealed {
+                agent,
+                id_prefix,
+                sealed,
+            } => {
+                let opened = self.open(&keys.entries()[agent].agent_key, sealed)?;
+                Ok(Decoded::Message {
+                    agent,
+                    id_prefix,
+                    opened,
+                })
             }
-            None => keys.index_of_source(source).ok_or_else(|| {
-                Reject::new(
-                    RejectKind::UnknownAgent,
-                    format!("no `!ID!` prefix and no agent registered for {source}"),
-                )
-            })?,
-        };
-        let opened = self.open(&keys.entries()[agent].agent_key, sealed)?;
-        Ok(Decoded::Message {
-            agent,
-            id_prefix: id.is_some(),
-            opened,
-        })
+        }
     }
 
     /// Decrypts and verifies `sealed` (the bytes from the marker on) with `key`.

@@ -24,8 +24,8 @@ pub mod keys;
 pub mod payload;
 
 pub use codec::{
-    encode, parse_wire, replay_verdict, AesIv, Cipher, Decoded, Decoder, Header, Opened,
-    ReplayVerdict, Sealing, SenderCounter, Wire,
+    encode, identify, parse_wire, replay_verdict, AesIv, Cipher, Decoded, Decoder, Header,
+    Identified, Opened, ReplayVerdict, Sealing, SenderCounter, Wire,
 };
 pub use derive::AgentKey;
 pub use error::{Reject, RejectKind};

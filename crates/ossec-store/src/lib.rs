@@ -1,1 +1,664 @@
-//! placeholder
+//! The SQL store of ossec-collector.
+//!
+//! Owns all SQL: applying `migrations/` at start, writing batches of events
+//! (PostgreSQL through `COPY … FROM STDIN`, SQLite through one transaction
+//! per batch), the `agents` table and the collector's own persisted state
+//! (the manager's sender counter). Nothing outside this crate writes SQL.
+//!
+//! Text columns are lossless: when a message or location is not valid UTF-8
+//! or holds NUL (which PostgreSQL text cannot store), the text column gets
+//! U+FFFD in place of the offending bytes and the exact bytes go to
+//! `message_raw` / `location_raw`; otherwise those columns are NULL.
+
+mod time;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+pub use time::{format_micros, now_micros, parse_micros};
+
+/// A store error, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot connect to {what}: {source}")]
+    Connect { what: String, source: sqlx::Error },
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{what}: {source}")]
+    Sql {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn sql(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { what, source }
+}
+
+/// One event row, as the collector hands it to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// Unix time in microseconds, UTC.
+    pub received_at: i64,
+    pub agent_id: Arc<str>,
+    pub agent_name: Arc<str>,
+    pub source_ip: IpAddr,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    pub queue: u8,
+    pub queue_name: &'static str,
+    pub location: Vec<u8>,
+    pub message: Vec<u8>,
+    pub global_counter: u32,
+    pub local_counter: u32,
+}
+
+/// Agent status, with Wazuh's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentStatus {
+    /// In client.keys, never sent a valid message.
+    #[default]
+    NeverConnected,
+    /// Sent a startup, no keepalive since.
+    Pending,
+    /// Keepalives arrive.
+    Active,
+    /// Sent a shutdown, or no keepalive for `--disconnect-after`.
+    Disconnected,
+}
+
+impl AgentStatus {
+    pub const ALL: [AgentStatus; 4] = [
+        AgentStatus::NeverConnected,
+        AgentStatus::Pending,
+        AgentStatus::Active,
+        AgentStatus::Disconnected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::NeverConnected => "never_connected",
+            AgentStatus::Pending => "pending",
+            AgentStatus::Active => "active",
+            AgentStatus::Disconnected => "disconnected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => AgentStatus::Pending,
+            "active" => AgentStatus::Active,
+            "disconnected" => AgentStatus::Disconnected,
+            _ => AgentStatus::NeverConnected,
+        }
+    }
+}
+
+/// The dynamic part of an `agents` row: everything the collector learns
+/// from an agent's messages. Timestamps are Unix microseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentRecord {
+    pub id: String,
+    pub status: AgentStatus,
+    pub version: Option<String>,
+    pub os_name: Option<String>,
+    pub os_platform: Option<String>,
+    pub os_version: Option<String>,
+    pub arch: Option<String>,
+    pub hostname: Option<String>,
+    pub uname: Option<String>,
+    pub config_sum: Option<String>,
+    pub merged_sum: Option<String>,
+    /// JSON object of label key → value.
+    pub labels: Option<serde_json::Value>,
+    pub last_ip: Option<String>,
+    pub transport: Option<String>,
+    pub cipher: Option<String>,
+    pub aes_iv: Option<String>,
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
+    pub last_keepalive: Option<i64>,
+    pub last_control: Option<i64>,
+    /// Counters of the last accepted message.
+    pub recv: Option<(u32, u32)>,
+}
+
+/// An agent as written in client.keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredAgent {
+    pub id: String,
+    pub name: String,
+    pub registered_ip: String,
+}
+
+/// The store: PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Makes `bytes` storable in a text column: the text, and the exact bytes
+/// when the text is not exact.
+pub fn text_and_raw(bytes: &[u8]) -> (Cow<'_, str>, Option<&[u8]>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !bytes.contains(&0) => (Cow::Borrowed(s), None),
+        Ok(s) => (Cow::Owned(s.replace('\0', "\u{FFFD}")), Some(bytes)),
+        Err(_) => (
+            Cow::Owned(String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")),
+            Some(bytes),
+        ),
+    }
+}
+
+/// Appends `s` escaped for COPY text format.
+fn copy_text(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn copy_bytea(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => out.extend_from_slice(b"\\N"),
+        Some(b) => {
+            out.extend_from_slice(b"\\\\x");
+            out.extend_from_slice(hex::encode(b).as_bytes());
+        }
+    }
+}
+
+const COPY_EVENTS: &str = "COPY events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter) FROM STDIN";
+
+/// Encodes rows in COPY text format.
+pub fn copy_rows(rows: &[EventRow], out: &mut Vec<u8>) {
+    use std::io::Write;
+    for r in rows {
+        let (location, location_raw) = text_and_raw(&r.location);
+        let (message, message_raw) = text_and_raw(&r.message);
+        let _ = write!(out, "{}+00\t", format_micros(r.received_at));
+        copy_text(out, &r.agent_id);
+        out.push(b'\t');
+        copy_text(out, &r.agent_name);
+        let _ = write!(out, "\t{}\t{}\t", r.source_ip, r.transport);
+        copy_text(out, &String::from_utf8_lossy(&[r.queue]));
+        out.push(b'\t');
+        copy_text(out, r.queue_name);
+        out.push(b'\t');
+        copy_text(out, &location);
+        out.push(b'\t');
+        copy_text(out, &message);
+        out.push(b'\t');
+        copy_bytea(out, message_raw);
+        out.push(b'\t');
+        copy_bytea(out, location_raw);
+        let _ = writeln!(out, "\t{}\t{}", r.global_counter, r.local_counter);
+    }
+}
+
+fn opt_ts(v: Option<i64>) -> Option<String> {
+    v.map(format_micros)
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` (the SQLite file is created
+    /// if missing) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    what: redact(url),
+                    source,
+                })?;
+            sqlx::migrate!("../../migrations/postgres")
+                .run(&pool)
+                .await?;
+            Store::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Url {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    what: url.to_owned(),
+                    source,
+                })?;
+            sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+            Store::Sqlite(pool)
+        } else {
+            return Err(StoreError::Url {
+                url: redact(url),
+                reason: "expected postgres://… or sqlite://…".into(),
+            });
+        };
+        Ok(store)
+    }
+
+    /// `postgresql` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgresql",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Writes a batch of events in one transaction (one COPY for PostgreSQL).
+    pub async fn insert_events(&self, rows: &[EventRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(pool) => {
+                let mut buf = Vec::with_capacity(rows.len() * 256);
+                copy_rows(rows, &mut buf);
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(sql("acquiring a connection"))?;
+                let mut copy = conn
+                    .copy_in_raw(COPY_EVENTS)
+                    .await
+                    .map_err(sql("starting COPY"))?;
+                if let Err(e) = copy.send(buf).await {
+                    let _ = copy.abort("send failed").await;
+                    return Err(StoreError::Sql {
+                        what: "sending COPY data",
+                        source: e,
+                    });
+                }
+                copy.finish().await.map_err(sql("finishing COPY"))?;
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
+                for r in rows {
+                    let (location, location_raw) = text_and_raw(&r.location);
+                    let (message, message_raw) = text_and_raw(&r.message);
+                    sqlx::query(
+                        "INSERT INTO events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(format_micros(r.received_at))
+                    .bind(&*r.agent_id)
+                    .bind(&*r.agent_name)
+                    .bind(r.source_ip.to_string())
+                    .bind(r.transport)
+                    .bind(String::from_utf8_lossy(&[r.queue]).into_owned())
+                    .bind(r.queue_name)
+                    .bind(&*location)
+                    .bind(&*message)
+                    .bind(message_raw)
+                    .bind(location_raw)
+                    .bind(i64::from(r.global_counter))
+                    .bind(i64::from(r.local_counter))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("inserting events"))?;
+                }
+                tx.commit().await.map_err(sql("committing events"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the `agents` table list exactly the agents of client.keys
+    /// (`in_keys`), inserting new ones as `never_connected` and updating the
+    /// name and registered address of known ones. Rows of agents no longer
+    /// in the file are kept, with `in_keys` false.
+    pub async fn register_agents(&self, agents: &[RegisteredAgent]) -> Result<()> {
+        macro_rules! run {
+            ($pool:expr, $upsert:expr) => {{
+                let mut tx = $pool
+                    .begin()
+                    .await
+                    .map_err(sql("beginning a transaction"))?;
+                sqlx::query("UPDATE agents SET in_keys = FALSE")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("registering agents"))?;
+                for a in agents {
+                    sqlx::query($upsert)
+                        .bind(&a.id)
+                        .bind(&a.name)
+                        .bind(&a.registered_ip)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("registering agents"))?;
+                }
+                tx.commit().await.map_err(sql("registering agents"))?;
+            }};
+        }
+        const UPSERT: &str = "INSERT INTO agents (id, name, registered_ip, in_keys) VALUES ($1, $2, $3, TRUE) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, registered_ip = excluded.registered_ip, in_keys = TRUE";
+        match self {
+            Store::Postgres(pool) => run!(pool, UPSERT),
+            Store::Sqlite(pool) => run!(pool, UPSERT),
+        }
+        Ok(())
+    }
+
+    /// Saves what the collector learnt about agents (one transaction).
+    pub async fn save_agents(&self, records: &[AgentRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        macro_rules! run {
+            ($pool:expr, $ts:literal, $labels:literal) => {{
+                let q = format!(
+                    "UPDATE agents SET status = $2, version = $3, os_name = $4, os_platform = $5, os_version = $6, \
+                     arch = $7, hostname = $8, uname = $9, config_sum = $10, merged_sum = $11, labels = {labels}, \
+                     last_ip = $13, transport = $14, cipher = $15, aes_iv = $16, first_seen = {ts17}, \
+                     last_seen = {ts18}, last_keepalive = {ts19}, last_control = {ts20}, recv_global = $21, recv_local = $22 \
+                     WHERE id = $1",
+                    labels = $labels,
+                    ts17 = format!($ts, 17),
+                    ts18 = format!($ts, 18),
+                    ts19 = format!($ts, 19),
+                    ts20 = format!($ts, 20),
+                );
+                let mut tx = $pool.begin().await.map_err(sql("beginning a transaction"))?;
+                for r in records {
+                    sqlx::query(&q)
+                        .bind(&r.id)
+                        .bind(r.status.as_str())
+                        .bind(&r.version)
+                        .bind(&r.os_name)
+                        .bind(&r.os_platform)
+                        .bind(&r.os_version)
+                        .bind(&r.arch)
+                        .bind(&r.hostname)
+                        .bind(&r.uname)
+                        .bind(&r.config_sum)
+                        .bind(&r.merged_sum)
+                        .bind(r.labels.as_ref().map(|l| l.to_string()))
+                        .bind(&r.last_ip)
+                        .bind(&r.transport)
+                        .bind(&r.cipher)
+                        .bind(&r.aes_iv)
+                        .bind(opt_ts(r.first_seen))
+                        .bind(opt_ts(r.last_seen))
+                        .bind(opt_ts(r.last_keepalive))
+                        .bind(opt_ts(r.last_control))
+                        .bind(r.recv.map(|c| i64::from(c.0)))
+                        .bind(r.recv.map(|c| i64::from(c.1)))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving agents"))?;
+                }
+                tx.commit().await.map_err(sql("saving agents"))?;
+            }};
+        }
+        match self {
+            Store::Postgres(pool) => run!(pool, "(${}::text || '+00')::timestamptz", "$12::jsonb"),
+            Store::Sqlite(pool) => run!(pool, "${}", "$12"),
+        }
+        Ok(())
+    }
+
+    /// Loads every agent row (to restore counters and status at start).
+    pub async fn load_agents(&self) -> Result<Vec<AgentRecord>> {
+        const COLS: &str = "id, status, version, os_name, os_platform, os_version, arch, hostname, uname, config_sum, merged_sum";
+        macro_rules! run {
+            ($pool:expr, $ts:literal, $labels:literal) => {{
+                let q = format!(
+                    "SELECT {COLS}, {labels} AS labels, last_ip, transport, cipher, aes_iv, {fs} AS first_seen, {ls} AS last_seen, \
+                     {lk} AS last_keepalive, {lc} AS last_control, recv_global, recv_local FROM agents",
+                    labels = $labels,
+                    fs = format!($ts, "first_seen"),
+                    ls = format!($ts, "last_seen"),
+                    lk = format!($ts, "last_keepalive"),
+                    lc = format!($ts, "last_control"),
+                );
+                let rows = sqlx::query(&q).fetch_all($pool).await.map_err(sql("loading agents"))?;
+                rows.iter()
+                    .map(|row| -> std::result::Result<AgentRecord, sqlx::Error> {
+                        let ts = |c: &str| -> std::result::Result<Option<i64>, sqlx::Error> {
+                            Ok(row.try_get::<Option<String>, _>(c)?.as_deref().and_then(parse_micros))
+                        };
+                        let g: Option<i64> = row.try_get("recv_global")?;
+                        let l: Option<i64> = row.try_get("recv_local")?;
+                        Ok(AgentRecord {
+                            id: row.try_get("id")?,
+                            status: AgentStatus::parse(&row.try_get::<String, _>("status")?),
+                            version: row.try_get("version")?,
+                            os_name: row.try_get("os_name")?,
+                            os_platform: row.try_get("os_platform")?,
+                            os_version: row.try_get("os_version")?,
+                            arch: row.try_get("arch")?,
+                            hostname: row.try_get("hostname")?,
+                            uname: row.try_get("uname")?,
+                            config_sum: row.try_get("config_sum")?,
+                            merged_sum: row.try_get("merged_sum")?,
+                            labels: row
+                                .try_get::<Option<String>, _>("labels")?
+                                .and_then(|s| serde_json::from_str(&s).ok()),
+                            last_ip: row.try_get("last_ip")?,
+                            transport: row.try_get("transport")?,
+                            cipher: row.try_get("cipher")?,
+                            aes_iv: row.try_get("aes_iv")?,
+                            first_seen: ts("first_seen")?,
+                            last_seen: ts("last_seen")?,
+                            last_keepalive: ts("last_keepalive")?,
+                            last_control: ts("last_control")?,
+                            recv: match (g, l) {
+                                (Some(g), Some(l)) => Some((g.clamp(0, u32::MAX as i64) as u32, l.clamp(0, u32::MAX as i64) as u32)),
+                                _ => None,
+                            },
+                        })
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(sql("reading agents"))?
+            }};
+        }
+        Ok(match self {
+            Store::Postgres(pool) => run!(
+                pool,
+                "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+                "labels::text"
+            ),
+            Store::Sqlite(pool) => run!(pool, "{}", "labels"),
+        })
+    }
+
+    /// Forgets the stored receive counters of one agent, so that a
+    /// reinstalled agent (whose counters restarted) is accepted again, and
+    /// leaves a request that a running collector applies to its memory.
+    /// Returns whether the agent exists.
+    pub async fn reset_counters(&self, id: &str) -> Result<bool> {
+        const RESET: &str = "UPDATE agents SET recv_global = NULL, recv_local = NULL WHERE id = $1";
+        const REQUEST: &str =
+            "INSERT INTO counter_resets (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO NOTHING";
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.map_err(sql("resetting counters"))?;
+                let n = sqlx::query(RESET)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("resetting counters"))?
+                    .rows_affected();
+                if n > 0 {
+                    sqlx::query(REQUEST)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("resetting counters"))?;
+                }
+                tx.commit().await.map_err(sql("resetting counters"))?;
+                n
+            }};
+        }
+        let n = match self {
+            Store::Postgres(pool) => run!(pool),
+            Store::Sqlite(pool) => run!(pool),
+        };
+        Ok(n > 0)
+    }
+
+    /// Takes the pending `reset-counters` requests (deleting them).
+    pub async fn take_counter_resets(&self) -> Result<Vec<String>> {
+        const Q: &str = "DELETE FROM counter_resets RETURNING agent_id";
+        let rows: Vec<(String,)> = match self {
+            Store::Postgres(pool) => sqlx::query_as(Q).fetch_all(pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(Q).fetch_all(pool).await,
+        }
+        .map_err(sql("reading counter reset requests"))?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// The persisted manager sender counter, if any.
+    pub async fn load_sender_counter(&self) -> Result<Option<(u32, u32)>> {
+        const Q: &str = "SELECT name, value FROM collector_state WHERE name IN ('sender_global', 'sender_local')";
+        let rows: Vec<(String, i64)> = match self {
+            Store::Postgres(pool) => sqlx::query_as(Q).fetch_all(pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(Q).fetch_all(pool).await,
+        }
+        .map_err(sql("loading the sender counter"))?;
+        let get = |n: &str| {
+            rows.iter()
+                .find(|r| r.0 == n)
+                .map(|r| r.1.clamp(0, u32::MAX as i64) as u32)
+        };
+        Ok(match (get("sender_global"), get("sender_local")) {
+            (Some(g), Some(l)) => Some((g, l)),
+            _ => None,
+        })
+    }
+
+    /// Persists the manager sender counter.
+    pub async fn save_sender_counter(&self, counter: (u32, u32)) -> Result<()> {
+        const Q: &str = "INSERT INTO collector_state (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool
+                    .begin()
+                    .await
+                    .map_err(sql("saving the sender counter"))?;
+                for (n, v) in [("sender_global", counter.0), ("sender_local", counter.1)] {
+                    sqlx::query(Q)
+                        .bind(n)
+                        .bind(i64::from(v))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving the sender counter"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(sql("saving the sender counter"))?;
+            }};
+        }
+        match self {
+            Store::Postgres(pool) => run!(pool),
+            Store::Sqlite(pool) => run!(pool),
+        }
+        Ok(())
+    }
+
+    /// Checks that the store accepts writes (for `/health`).
+    pub async fn check_writable(&self) -> Result<()> {
+        const Q: &str = "INSERT INTO collector_state (name, value) VALUES ('health_check', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+        let now = now_micros();
+        match self {
+            Store::Postgres(pool) => sqlx::query(Q).bind(now).execute(pool).await.map(|_| ()),
+            Store::Sqlite(pool) => sqlx::query(Q).bind(now).execute(pool).await.map(|_| ()),
+        }
+        .map_err(sql("health check write"))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(p) => p.close().await,
+            Store::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_lossless() {
+        assert_eq!(text_and_raw(b"plain"), (Cow::Borrowed("plain"), None));
+        let (t, raw) = text_and_raw(b"a\0b");
+        assert_eq!(t, "a\u{FFFD}b");
+        assert_eq!(raw, Some(&b"a\0b"[..]));
+        let (t, raw) = text_and_raw(b"a\xffb");
+        assert_eq!(t, "a\u{FFFD}b");
+        assert_eq!(raw, Some(&b"a\xffb"[..]));
+    }
+
+    #[test]
+    fn copy_text_escapes() {
+        let row = EventRow {
+            received_at: 0,
+            agent_id: "001".into(),
+            agent_name: "a\tb".into(),
+            source_ip: "127.0.0.1".parse().unwrap(),
+            transport: "tcp",
+            queue: b'1',
+            queue_name: "localfile",
+            location: b"C:\\x".to_vec(),
+            message: b"l1\nl2\0".to_vec(),
+            global_counter: 1,
+            local_counter: 2,
+        };
+        let mut out = Vec::new();
+        copy_rows(&[row], &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "1970-01-01 00:00:00.000000+00\t001\ta\\tb\t127.0.0.1\ttcp\t1\tlocalfile\tC:\\\\x\tl1\\nl2\u{FFFD}\t\\\\x6c310a6c3200\t\\N\t1\t2\n"
+        );
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,288 @@
+//! Per-agent state: receive counters, status, what the agent told us, and
+//! which TCP connection it is bound to; plus the current key set.
+//!
+//! Owns the [`AgentTable`]: the loaded `client.keys` together with one
+//! [`Agent`] per entry, swapped atomically on key reload (unchanged agents
+//! keep their state). The state is written to the store by the writer from
+//! the `dirty` flag; nothing here does I/O.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ossec_proto::payload::Keepalive;
+use ossec_proto::{AesIv, Cipher, ClientKeys};
+use ossec_store::{AgentRecord, AgentStatus, RegisteredAgent};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// What the collector knows about one agent.
+#[derive(Debug, Default)]
+pub struct AgentState {
+    pub record: AgentRecord,
+    /// The TCP connection the agent is bound to (by its last control
+    /// message), and how to tell that connection to close.
+    pub tcp_conn: Option<(u64, Arc<Notify>)>,
+    /// Whether "counters went backwards" was already logged.
+    pub backwards_logged: bool,
+}
+
+/// One agent of client.keys.
+#[derive(Debug)]
+pub struct Agent {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub state: Mutex<AgentState>,
+    /// Set when `state.record` changed and is not yet in the store.
+    pub dirty: AtomicBool,
+}
+
+impl Agent {
+    fn new(id: &str, name: &str, record: AgentRecord) -> Self {
+        Agent {
+            id: id.into(),
+            name: name.into(),
+            state: Mutex::new(AgentState {
+                record,
+                ..Default::default()
+            }),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+/// `client.keys` and the agents, index-aligned with `keys.entries()`.
+pub struct KeySet {
+    pub keys: ClientKeys,
+    pub agents: Vec<Arc<Agent>>,
+}
+
+impl KeySet {
+    /// The agents as they should be registered in the store.
+    pub fn registered(&self) -> Vec<RegisteredAgent> {
+        self.keys
+            .entries()
+            .iter()
+            .map(|e| RegisteredAgent {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                registered_ip: e.ip.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The current key set, replaced as a whole on reload.
+pub struct AgentTable {
+    current: ArcSwap<KeySet>,
+}
+
+impl AgentTable {
+    /// Builds the table, restoring each agent's stored record.
+    pub fn new(keys: ClientKeys, stored: Vec<AgentRecord>) -> Self {
+        let mut by_id: std::collections::HashMap<String, AgentRecord> =
+            stored.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let agents = keys
+            .entries()
+            .iter()
+            .map(|e| {
+                let record = by_id.remove(&e.id).unwrap_or_else(|| AgentRecord {
+                    id: e.id.clone(),
+                    ..Default::default()
+                });
+                Arc::new(Agent::new(&e.id, &e.name, record))
+            })
+            .collect();
+        AgentTable {
+            current: ArcSwap::from_pointee(KeySet { keys, agents }),
+        }
+    }
+
+    pub fn current(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.current.load()
+    }
+
+    pub fn snapshot(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Replaces the keys. An agent whose ID, name and key are unchanged
+    /// keeps its state; an agent whose name or key changed starts with
+    /// fresh counters (a re-registered agent starts counting again).
+    /// Returns (added, removed, changed) counts.
+    pub fn reload(&self, keys: ClientKeys) -> (usize, usize, usize) {
+        let old = self.current.load_full();
+        let (mut added, mut changed) = (0, 0);
+        let agents: Vec<Arc<Agent>> = keys
+            .entries()
+            .iter()
+            .map(|e| match old.keys.index_of_id(&e.id) {
+                Some(i) => {
+                    let oe = &old.keys.entries()[i];
+                    let oa = &old.agents[i];
+                    if oe.name == e.name && oe.key == e.key {
+                        oa.clone()
+                    } else {
+                        changed += 1;
+                        let st = oa.state.lock();
+                        let mut record = st.record.clone();
+                        record.recv = None;
+                        let a = Arc::new(Agent::new(&e.id, &e.name, record));
+                        a.mark_dirty();
+                        a
+                    }
+                }
+                None => {
+                    added += 1;
+                    Arc::new(Agent::new(
+                        &e.id,
+                        &e.name,
+                        AgentRecord {
+                            id: e.id.clone(),
+                            ..Default::default()
+                        },
+                    ))
+                }
+            })
+            .collect();
+        let removed = old
+            .keys
+            .entries()
+            .iter()
+            .filter(|e| keys.index_of_id(&e.id).is_none())
+            .count();
+        // Connections bound to removed or re-keyed agents are closed.
+        for (i, e) in old.keys.entries().iter().enumerate() {
+            let keep = keys
+                .index_of_id(&e.id)
+                .map(|j| Arc::ptr_eq(&agents[j], &old.agents[i]))
+                .unwrap_or(false);
+            if !keep {
+                if let Some((_, n)) = old.agents[i].state.lock().tcp_conn.take() {
+                    n.notify_one();
+                }
+            }
+        }
+        self.current.store(Arc::new(KeySet { keys, agents }));
+        (added, removed, changed)
+    }
+
+    /// Counts agents by status.
+    pub fn by_status(&self) -> Vec<(&'static str, u64)> {
+        let set = self.current.load();
+        let mut counts = [0u64; 4];
+        for a in &set.agents {
+            let s = a.state.lock().record.status;
+            counts[AgentStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)] += 1;
+        }
+        AgentStatus::ALL
+            .iter()
+            .zip(counts)
+            .map(|(s, n)| (s.as_str(), n))
+            .collect()
+    }
+
+    /// Marks `pending`/`active` agents whose last control message is older
+    /// than `cutoff` (µs) as `disconnected`. Returns how many changed.
+    pub fn disconnect_stale(&self, cutoff: i64) -> usize {
+        let set = self.current.load();
+        let mut n = 0;
+        for a in &set.agents {
+            let mut st = a.state.lock();
+            let r = &mut st.record;
+            if matches!(r.status, AgentStatus::Pending | AgentStatus::Active)
+                && r.last_control.unwrap_or(i64::MIN) < cutoff
+            {
+                r.status = AgentStatus::Disconnected;
+                drop(st);
+                a.mark_dirty();
+                tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Takes the records of agents changed since the last call.
+    pub fn take_dirty(&self) -> Vec<AgentRecord> {
+        let set = self.current.load();
+        set.agents
+            .iter()
+            .filter(|a| a.dirty.swap(false, Ordering::AcqRel))
+            .map(|a| a.state.lock().record.clone())
+            .collect()
+    }
+
+    /// Forgets an agent's receive counters (`agents reset-counters`).
+    pub fn reset_counters(&self, id: &str) -> bool {
+        let set = self.current.load();
+        match set.keys.index_of_id(id) {
+            Some(i) => {
+                let a = &set.agents[i];
+                let mut st = a.state.lock();
+                st.record.recv = None;
+                st.backwards_logged = false;
+                drop(st);
+                a.mark_dirty();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Applies a keepalive to an agent record.
+pub fn apply_keepalive(r: &mut AgentRecord, k: &Keepalive) {
+    let set = |dst: &mut Option<String>, v: &Option<String>| {
+        if v.is_some() {
+            dst.clone_from(v);
+        }
+    };
+    set(&mut r.version, &k.agent_version);
+    set(&mut r.os_name, &k.os_name);
+    set(&mut r.os_platform, &k.os_platform);
+    set(&mut r.os_version, &k.os_version);
+    set(&mut r.arch, &k.arch);
+    set(&mut r.hostname, &k.hostname);
+    r.uname = Some(k.uname.clone());
+    r.config_sum.clone_from(&k.config_sum);
+    r.merged_sum.clone_from(&k.merged_sum);
+    let labels: serde_json::Map<String, serde_json::Value> = k
+        .labels
+        .iter()
+        .map(|l| (l.key.clone(), serde_json::Value::String(l.value.clone())))
+        .collect();
+    r.labels = Some(serde_json::Value::Object(labels));
+}
+
+/// Records how the agent last talked to us.
+pub fn apply_contact(
+    r: &mut AgentRecord,
+    now: i64,
+    ip: IpAddr,
+    transport: &str,
+    cipher: Cipher,
+    aes_iv: Option<AesIv>,
+) {
+    r.first_seen.get_or_insert(now);
+    r.last_seen = Some(now);
+    let ip = ip.to_canonical().to_string();
+    if r.last_ip.as_deref() != Some(ip.as_str()) {
+        r.last_ip = Some(ip);
+    }
+    if r.transport.as_deref() != Some(transport) {
+        r.transport = Some(transport.to_owned());
+    }
+    if r.cipher.as_deref() != Some(cipher.as_str()) {
+        r.cipher = Some(cipher.as_str().to_owned());
+    }
+    let iv = aes_iv.map(|i| i.as_str());
+    if r.aes_iv.as_deref() != iv {
+        r.aes_iv = iv.map(str::to_owned);
+    }
+}

@@ -1,0 +1,349 @@
+//! `serve` settings: flags, environment, TOML file, defaults.
+//!
+//! Owns the list of settings and their precedence: a flag beats its
+//! `OSSEC_COLLECTOR_<NAME>` environment variable (clap merges those two),
+//! which beats the `--config` file, which beats the default. The file's keys
+//! are the flag names with `_` for `-`; unknown keys are an error naming
+//! them; `${VAR}` and `${VAR:-default}` are replaced from the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// The flags of `serve`. Every one is optional here so that the file and
+/// the defaults can fill what flags and environment left unset; the default
+/// of each is given in its help text.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys are the flag names with `_`).
+    #[arg(long, env = "OSSEC_COLLECTOR_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for UDP and TCP [default: 0.0.0.0:1514]. IPv6 works, e.g. `[::]:1514`.
+    #[arg(long, env = "OSSEC_COLLECTOR_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Do not listen on UDP.
+    #[arg(long, env = "OSSEC_COLLECTOR_NO_UDP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_udp: Option<bool>,
+    /// Do not listen on TCP.
+    #[arg(long, env = "OSSEC_COLLECTOR_NO_TCP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_tcp: Option<bool>,
+    /// The agents' client.keys file [default: client.keys]. Reloaded on SIGHUP and when it changes.
+    #[arg(long, env = "OSSEC_COLLECTOR_KEYS", value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Reads the keys from this file instead (e.g. a mounted secret); same as --keys.
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_KEYS_FILE",
+        value_name = "FILE",
+        hide = true
+    )]
+    #[serde(skip)]
+    pub keys_file: Option<PathBuf>,
+    /// Store: `sqlite://FILE` (created if missing) or `postgres://…` [default: sqlite://ossec-collector.db].
+    #[arg(long, env = "OSSEC_COLLECTOR_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Reads the database URL from this file (e.g. a compose secret) [default: none].
+    #[arg(long, env = "OSSEC_COLLECTOR_DATABASE_URL_FILE", value_name = "FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Reject replayed messages (counters not newer than the last accepted), as OSSEC does [default: true].
+    #[arg(long, env = "OSSEC_COLLECTOR_VERIFY_COUNTERS", value_name = "BOOL")]
+    pub verify_counters: Option<bool>,
+    /// Seconds without a keepalive after which an agent is `disconnected` [default: 900].
+    #[arg(long, env = "OSSEC_COLLECTOR_DISCONNECT_AFTER", value_name = "SECONDS")]
+    pub disconnect_after: Option<u64>,
+    /// Most TCP connections open at once; more are refused [default: 65000].
+    #[arg(long, env = "OSSEC_COLLECTOR_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a TCP connection may stay silent before it is closed [default: 900].
+    #[arg(long, env = "OSSEC_COLLECTOR_TCP_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub tcp_idle_timeout: Option<u64>,
+    /// Events held between decoding and the store; when full TCP stops reading and UDP drops (counted) [default: 200000].
+    #[arg(long, env = "OSSEC_COLLECTOR_QUEUE_CAPACITY", value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Most events per store write [default: 10000].
+    #[arg(long, env = "OSSEC_COLLECTOR_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Longest an event waits for its batch to fill, in milliseconds (at most 200) [default: 200].
+    #[arg(long, env = "OSSEC_COLLECTOR_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// UDP sockets (SO_REUSEPORT) reading in parallel [default: number of CPUs].
+    #[arg(long, env = "OSSEC_COLLECTOR_UDP_WORKERS", value_name = "N")]
+    pub udp_workers: Option<usize>,
+    /// Prometheus `/metrics` and `/health` address, or `off` [default: 127.0.0.1:9514].
+    #[arg(long, env = "OSSEC_COLLECTOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// `text` or `json` [default: text].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+    /// Seconds to flush queued events on SIGTERM/SIGINT before exiting [default: 30].
+    #[arg(long, env = "OSSEC_COLLECTOR_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
+    /// Seconds between checks of the keys file for changes [default: 10].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_KEYS_POLL_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    pub keys_poll_interval: Option<u64>,
+}
+
+/// Resolved `serve` settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub udp: bool,
+    pub tcp: bool,
+    pub keys: PathBuf,
+    pub database_url: String,
+    pub verify_counters: bool,
+    pub disconnect_after: Duration,
+    pub max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub udp_workers: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    pub keys_poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1514)),
+            udp: true,
+            tcp: true,
+            keys: PathBuf::from("client.keys"),
+            database_url: "sqlite://ossec-collector.db".into(),
+            verify_counters: true,
+            disconnect_after: Duration::from_secs(900),
+            max_connections: 65000,
+            tcp_idle_timeout: Duration::from_secs(900),
+            queue_capacity: 200_000,
+            batch_size: 10_000,
+            flush_interval: Duration::from_millis(200),
+            udp_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9514))),
+            log_format: LogFormat::Text,
+            shutdown_timeout: Duration::from_secs(30),
+            keys_poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration problem, naming the setting or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with environment values; `$$`
+/// is a literal `$`. Comment lines are left alone. An unset variable
+/// without default is an error naming it and its line.
+pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(a) = after.strip_prefix('$') {
+                out.push('$');
+                rest = a;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let end = body
+                    .find('}')
+                    .ok_or_else(|| format!("line {}: `${{` without closing `}}`", n + 1))?;
+                let expr = &body[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (expr, None),
+                };
+                match (env(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => {
+                        return Err(format!(
+                            "line {}: environment variable {name} is not set and has no default (write ${{{name}:-default}})",
+                            n + 1
+                        ))
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// Reads a TOML config file (interpolated) into the same shape as the flags.
+pub fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text =
+        interpolate(&text, |v| std::env::var(v).ok()).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl ServeArgs {
+    /// Resolves flags/env (self) over the `--config` file over defaults.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => ServeArgs::default(),
+        };
+        let d = Settings::default();
+        macro_rules! pick {
+            ($f:ident) => {
+                self.$f.clone().or(file.$f.clone())
+            };
+        }
+        let secs = |v: Option<u64>, def: Duration| v.map(Duration::from_secs).unwrap_or(def);
+        let database_url = match (pick!(database_url), pick!(database_url_file)) {
+            (Some(u), _) => u,
+            (None, Some(p)) => std::fs::read_to_string(&p)
+                .map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read database URL file {}: {e}",
+                        p.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => d.database_url,
+        };
+        let metrics_listen = match pick!(metrics_listen) {
+            None => d.metrics_listen,
+            Some(s) if s == "off" || s.is_empty() => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "metrics_listen `{s}` is not an address (ip:port) or `off`"
+                ))
+            })?),
+        };
+        let flush = pick!(flush_interval_ms).unwrap_or(200);
+        if flush == 0 || flush > 200 {
+            return Err(ConfigError::Invalid(format!(
+                "flush_interval_ms {flush} must be within 1..=200"
+            )));
+        }
+        let s = Settings {
+            listen: pick!(listen).unwrap_or(d.listen),
+            udp: !pick!(no_udp).unwrap_or(false),
+            tcp: !pick!(no_tcp).unwrap_or(false),
+            keys: self.keys_file.clone().or(pick!(keys)).unwrap_or(d.keys),
+            database_url,
+            verify_counters: pick!(verify_counters).unwrap_or(d.verify_counters),
+            disconnect_after: secs(pick!(disconnect_after), d.disconnect_after),
+            max_connections: pick!(max_connections).unwrap_or(d.max_connections),
+            tcp_idle_timeout: secs(pick!(tcp_idle_timeout), d.tcp_idle_timeout),
+            queue_capacity: pick!(queue_capacity).unwrap_or(d.queue_capacity).max(1),
+            batch_size: pick!(batch_size).unwrap_or(d.batch_size).max(1),
+            flush_interval: Duration::from_millis(flush),
+            udp_workers: pick!(udp_workers).unwrap_or(d.udp_workers).clamp(1, 64),
+            metrics_listen,
+            log_format: pick!(log_format).unwrap_or_default(),
+            shutdown_timeout: secs(pick!(shutdown_timeout), d.shutdown_timeout),
+            keys_poll_interval: secs(pick!(keys_poll_interval), d.keys_poll_interval),
+        };
+        if !s.udp && !s.tcp {
+            return Err(ConfigError::Invalid(
+                "both UDP and TCP are turned off: nothing to listen on".into(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation() {
+        let env = |v: &str| match v {
+            "A" => Some("x".to_owned()),
+            _ => None,
+        };
+        assert_eq!(interpolate("k = \"${A}\"\n", env).unwrap(), "k = \"x\"\n");
+        assert_eq!(interpolate("k = \"${B:-d}\"", env).unwrap(), "k = \"d\"");
+        assert_eq!(interpolate("k = \"$$A\"", env).unwrap(), "k = \"$A\"");
+        assert_eq!(interpolate("# ${B}\n", env).unwrap(), "# ${B}\n");
+        let e = interpolate("a = 1\nk = \"${B}\"", env).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("B"), "{e}");
+    }
+
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let dir = std::env::temp_dir().join(format!("occfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:2000\"\nbatch_size = 7\nno_udp = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(f.clone()),
+            batch_size: Some(9),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:2000".parse().unwrap());
+        assert_eq!(s.batch_size, 9);
+        assert!(!s.udp && s.tcp);
+        assert_eq!(s.disconnect_after, Duration::from_secs(900));
+        std::fs::write(&f, "listen = \"127.0.0.1:2000\"\nbogus_key = 1\n").unwrap();
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(e.contains("bogus_key"), "{e}");
+    }
+}

@@ -1,0 +1,547 @@
+//! Every counter of the collector, the rate-limited logging of rejects and
+//! drops, and the Prometheus text rendering.
+//!
+//! The hot path only increments atomics (`metrics.rejected(kind, …)` never
+//! formats a string unless a log line is due). Log lines for rejects are
+//! limited to one per kind per [`LOG_EVERY_SECS`], each saying how many were
+//! suppressed, so a flood of garbage yields a few summary lines.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use ossec_proto::RejectKind;
+use parking_lot::Mutex;
+
+/// Seconds between two log lines about the same kind of reject or drop.
+pub const LOG_EVERY_SECS: i64 = 10;
+
+/// `udp` or `tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+    fn i(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a TCP connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The agent closed it.
+    Eof,
+    /// A read or write failed.
+    IoError,
+    /// Framing broken or a message that does not decrypt (as Wazuh does).
+    Rejected,
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// A newer connection of the same agent took over.
+    Takeover,
+    /// The collector is shutting down.
+    Shutdown,
+}
+
+const CLOSE_REASONS: [(CloseReason, &str); 6] = [
+    (CloseReason::Eof, "eof"),
+    (CloseReason::IoError, "io_error"),
+    (CloseReason::Rejected, "rejected"),
+    (CloseReason::Idle, "idle"),
+    (CloseReason::Takeover, "takeover"),
+    (CloseReason::Shutdown, "shutdown"),
+];
+
+/// Control messages by type.
+pub const CONTROL_TYPES: [&str; 6] = [
+    "startup",
+    "shutdown",
+    "keepalive",
+    "request",
+    "ack",
+    "other",
+];
+
+/// Batch write latency buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A rate limiter for one kind of log line.
+#[derive(Default)]
+struct LogGate {
+    last: AtomicI64,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    /// `Some(suppressed since last line)` when a line may be written now.
+    fn admit(&self, now_s: i64) -> Option<u64> {
+        let last = self.last.load(Relaxed);
+        if now_s - last >= LOG_EVERY_SECS
+            && self
+                .last
+                .compare_exchange(last, now_s, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// All counters.
+#[derive(Default)]
+pub struct Metrics {
+    received: [AtomicU64; 2],
+    bytes_in: [AtomicU64; 2],
+    bytes_out: [AtomicU64; 2],
+    rejected: [AtomicU64; 8],
+    rejected_by_agent: Mutex<HashMap<Arc<str>, [u64; 8]>>,
+    reject_gates: [LogGate; 8],
+    pub events_queued: AtomicU64,
+    pub events_stored: AtomicU64,
+    events_dropped_queue_full: AtomicU64,
+    drop_gate: LogGate,
+    pub store_errors: AtomicU64,
+    store_gate: LogGate,
+    pub acks_sent: AtomicU64,
+    pub pongs_sent: AtomicU64,
+    control: [AtomicU64; 6],
+    pub tcp_accepted: AtomicU64,
+    pub tcp_refused: AtomicU64,
+    pub tcp_open: AtomicI64,
+    tcp_closed: [AtomicU64; 6],
+    batch_buckets: [AtomicU64; 12],
+    batch_count: AtomicU64,
+    batch_sum_us: AtomicU64,
+    pub key_reloads: AtomicU64,
+    pub key_reload_errors: AtomicU64,
+    pub agents_known: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn received(&self, t: Transport, bytes: usize) {
+        self.received[t.i()].fetch_add(1, Relaxed);
+        self.bytes_in[t.i()].fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn sent(&self, t: Transport, bytes: usize) {
+        self.bytes_out[t.i()].fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn control(&self, name: &str) {
+        if let Some(i) = CONTROL_TYPES.iter().position(|c| *c == name) {
+            self.control[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a rejected message (by kind, and by agent where known) and
+    /// logs it if this kind has not been logged in the last few seconds.
+    pub fn rejected(
+        &self,
+        kind: RejectKind,
+        agent: Option<&Arc<str>>,
+        peer: SocketAddr,
+        t: Transport,
+        detail: &str,
+    ) {
+        let i = kind.index();
+        self.rejected[i].fetch_add(1, Relaxed);
+        if let Some(a) = agent {
+            let mut m = self.rejected_by_agent.lock();
+            match m.get_mut(a) {
+                Some(c) => c[i] += 1,
+                None => {
+                    let mut c = [0; 8];
+                    c[i] = 1;
+                    m.insert(a.clone(), c);
+                }
+            }
+        }
+        if let Some(suppressed) = self.reject_gates[i].admit(now_s()) {
+            tracing::warn!(
+                kind = kind.as_str(),
+                peer = %peer,
+                transport = t.as_str(),
+                agent = agent.map(|a| &**a).unwrap_or("-"),
+                suppressed_since_last = suppressed,
+                total = self.rejected[i].load(Relaxed),
+                "rejected message: {detail}"
+            );
+        }
+    }
+
+    /// Counts an event dropped because the queue was full (UDP only).
+    pub fn dropped_queue_full(&self, peer: SocketAddr) {
+        let total = self.events_dropped_queue_full.fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self.drop_gate.admit(now_s()) {
+            tracing::warn!(
+                peer = %peer,
+                suppressed_since_last = suppressed,
+                total,
+                "queue full: UDP event dropped (the store is not keeping up; see --queue-capacity)"
+            );
+        }
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.events_dropped_queue_full.load(Relaxed)
+    }
+
+    pub fn rejected_total(&self, kind: RejectKind) -> u64 {
+        self.rejected[kind.index()].load(Relaxed)
+    }
+
+    pub fn received_total(&self, t: Transport) -> u64 {
+        self.received[t.i()].load(Relaxed)
+    }
+
+    /// Counts a failed store write, logging at most every few seconds.
+    pub fn store_error(&self, err: &dyn std::fmt::Display) {
+        self.store_errors.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.store_gate.admit(now_s()) {
+            tracing::error!(
+                suppressed_since_last = suppressed,
+                "store write failed, retrying: {err}"
+            );
+        }
+    }
+
+    pub fn tcp_closed(&self, reason: CloseReason) {
+        if let Some(i) = CLOSE_REASONS.iter().position(|(r, _)| *r == reason) {
+            self.tcp_closed[i].fetch_add(1, Relaxed);
+        }
+        self.tcp_open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn batch_written(&self, rows: usize, secs: f64) {
+        self.events_stored.fetch_add(rows as u64, Relaxed);
+        self.batch_count.fetch_add(1, Relaxed);
+        self.batch_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.batch_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Prometheus text exposition. `gauges` adds values computed at scrape
+    /// time (queue depth, agents by status).
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        queue_capacity: usize,
+        agents_by_status: &[(&str, u64)],
+    ) -> String {
+        let mut s = String::with_capacity(8192);
+        macro_rules! head {
+            ($name:expr, $kind:expr, $help:expr) => {
+                let _ = writeln!(s, "# HELP {} {}\n# TYPE {} {}", $name, $help, $name, $kind);
+            };
+        }
+        head!(
+            "ossec_messages_received_total",
+            "counter",
+            "Messages (datagrams or TCP frames) received, by transport."
+        );
+        for t in [Transport::Udp, Transport::Tcp] {
+            let _ = writeln!(
+                s,
+                "ossec_messages_received_total{{transport=\"{}\"}} {}",
+                t.as_str(),
+                self.received[t.i()].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_bytes_received_total",
+            "counter",
+            "Bytes received from agents, by transport."
+        );
+        for t in [Transport::Udp, Transport::Tcp] {
+            let _ = writeln!(
+                s,
+                "ossec_bytes_received_total{{transport=\"{}\"}} {}",
+                t.as_str(),
+                self.bytes_in[t.i()].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_bytes_sent_total",
+            "counter",
+            "Bytes sent to agents, by transport."
+        );
+        for t in [Transport::Udp, Transport::Tcp] {
+            let _ = writeln!(
+                s,
+                "ossec_bytes_sent_total{{transport=\"{}\"}} {}",
+                t.as_str(),
+                self.bytes_out[t.i()].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_messages_rejected_total",
+            "counter",
+            "Messages rejected, by kind."
+        );
+        for k in RejectKind::ALL {
+            let _ = writeln!(
+                s,
+                "ossec_messages_rejected_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                self.rejected[k.index()].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_agent_messages_rejected_total",
+            "counter",
+            "Messages rejected, by agent (where known) and kind."
+        );
+        {
+            let m = self.rejected_by_agent.lock();
+            let mut agents: Vec<_> = m.iter().collect();
+            agents.sort_by(|a, b| a.0.cmp(b.0));
+            for (agent, counts) in agents {
+                for k in RejectKind::ALL {
+                    let n = counts[k.index()];
+                    if n > 0 {
+                        let _ = writeln!(
+                            s,
+                            "ossec_agent_messages_rejected_total{{agent=\"{}\",kind=\"{}\"}} {n}",
+                            escape(agent),
+                            k.as_str()
+                        );
+                    }
+                }
+            }
+        }
+        head!(
+            "ossec_control_messages_total",
+            "counter",
+            "Valid control messages received, by type."
+        );
+        for (i, c) in CONTROL_TYPES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ossec_control_messages_total{{type=\"{c}\"}} {}",
+                self.control[i].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_acks_sent_total",
+            "counter",
+            "`#!-agent ack ` replies sent."
+        );
+        let _ = writeln!(s, "ossec_acks_sent_total {}", self.acks_sent.load(Relaxed));
+        head!("ossec_pongs_sent_total", "counter", "`#pong` replies sent.");
+        let _ = writeln!(
+            s,
+            "ossec_pongs_sent_total {}",
+            self.pongs_sent.load(Relaxed)
+        );
+        head!(
+            "ossec_events_queued_total",
+            "counter",
+            "Events handed to the store queue."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_events_queued_total {}",
+            self.events_queued.load(Relaxed)
+        );
+        head!(
+            "ossec_events_stored_total",
+            "counter",
+            "Events committed to the store."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_events_stored_total {}",
+            self.events_stored.load(Relaxed)
+        );
+        head!(
+            "ossec_events_dropped_total",
+            "counter",
+            "Events dropped, by reason (UDP only: TCP applies backpressure instead)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_events_dropped_total{{reason=\"queue_full\"}} {}",
+            self.events_dropped_queue_full.load(Relaxed)
+        );
+        head!(
+            "ossec_queue_depth",
+            "gauge",
+            "Events waiting between decoding and the store."
+        );
+        let _ = writeln!(s, "ossec_queue_depth {queue_depth}");
+        head!(
+            "ossec_queue_capacity",
+            "gauge",
+            "Capacity of the event queue."
+        );
+        let _ = writeln!(s, "ossec_queue_capacity {queue_capacity}");
+        head!(
+            "ossec_store_errors_total",
+            "counter",
+            "Failed store writes (retried)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_store_errors_total {}",
+            self.store_errors.load(Relaxed)
+        );
+        head!(
+            "ossec_batch_write_seconds",
+            "histogram",
+            "Time to write one batch of events to the store."
+        );
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ossec_batch_write_seconds_bucket{{le=\"{b}\"}} {}",
+                self.batch_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.batch_count.load(Relaxed);
+        let _ = writeln!(s, "ossec_batch_write_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            s,
+            "ossec_batch_write_seconds_sum {}",
+            self.batch_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "ossec_batch_write_seconds_count {count}");
+        head!("ossec_agents", "gauge", "Agents of client.keys, by status.");
+        for (status, n) in agents_by_status {
+            let _ = writeln!(s, "ossec_agents{{status=\"{status}\"}} {n}");
+        }
+        head!(
+            "ossec_tcp_connections_open",
+            "gauge",
+            "Open agent TCP connections."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_tcp_connections_open {}",
+            self.tcp_open.load(Relaxed)
+        );
+        head!(
+            "ossec_tcp_connections_accepted_total",
+            "counter",
+            "Agent TCP connections accepted."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_tcp_connections_accepted_total {}",
+            self.tcp_accepted.load(Relaxed)
+        );
+        head!(
+            "ossec_tcp_connections_refused_total",
+            "counter",
+            "Agent TCP connections refused at --max-connections."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_tcp_connections_refused_total {}",
+            self.tcp_refused.load(Relaxed)
+        );
+        head!(
+            "ossec_tcp_connections_closed_total",
+            "counter",
+            "Agent TCP connections closed, by reason."
+        );
+        for (i, (_, r)) in CLOSE_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ossec_tcp_connections_closed_total{{reason=\"{r}\"}} {}",
+                self.tcp_closed[i].load(Relaxed)
+            );
+        }
+        head!(
+            "ossec_key_reloads_total",
+            "counter",
+            "Successful client.keys reloads."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_key_reloads_total {}",
+            self.key_reloads.load(Relaxed)
+        );
+        head!(
+            "ossec_key_reload_errors_total",
+            "counter",
+            "client.keys reloads refused (the old keys stay in use)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_key_reload_errors_total {}",
+            self.key_reload_errors.load(Relaxed)
+        );
+        s
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_limits_log_lines() {
+        let g = LogGate::default();
+        assert_eq!(g.admit(100), Some(0));
+        assert_eq!(g.admit(101), None);
+        assert_eq!(g.admit(105), None);
+        assert_eq!(g.admit(110), Some(2));
+    }
+
+    #[test]
+    fn counts_rejects_by_kind_and_agent() {
+        let m = Metrics::new();
+        let a: Arc<str> = "001".into();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for _ in 0..3 {
+            m.rejected(RejectKind::Decrypt, Some(&a), peer, Transport::Udp, "x");
+        }
+        m.rejected(RejectKind::Format, None, peer, Transport::Tcp, "y");
+        let text = m.render(0, 1, &[("active", 1)]);
+        assert!(
+            text.contains("ossec_messages_rejected_total{kind=\"decrypt\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ossec_agent_messages_rejected_total{agent=\"001\",kind=\"decrypt\"} 3")
+        );
+        assert!(text.contains("ossec_messages_rejected_total{kind=\"format\"} 1"));
+        assert!(text.contains("ossec_agents{status=\"active\"} 1"));
+    }
+}

@@ -1,0 +1,368 @@
+//! `serve`: wires the listeners, the ingest path, the writer, key reload,
+//! metrics and shutdown together.
+//!
+//! Owns the start-up order (keys, store and migrations, agent state, sender
+//! counter, sockets), the ready log line, `client.keys` reload (SIGHUP and a
+//! poll of the file), and graceful shutdown: stop reading, let the writer
+//! store everything queued and persist agent state and counters, within
+//! `--shutdown-timeout`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ossec_proto::{ClientKeys, SenderCounter};
+use ossec_store::Store;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::agents::AgentTable;
+use crate::config::Settings;
+use crate::http::{self, HttpState};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::writer::Writer;
+use crate::{tcp, udp};
+
+/// A running collector.
+pub struct Running {
+    pub tcp_addr: Option<SocketAddr>,
+    pub udp_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub table: Arc<AgentTable>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    give_up: watch::Sender<bool>,
+    writer: JoinHandle<u64>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+    reload: mpsc::UnboundedSender<()>,
+}
+
+/// Reads and parses client.keys, naming the file in errors.
+pub fn read_keys(path: &Path) -> anyhow::Result<ClientKeys> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the keys file {}", path.display()))?;
+    ClientKeys::parse(&text)
+        .with_context(|| format!("{} is not a valid client.keys", path.display()))
+}
+
+/// The manager's sender counter after a (re)start: never below what was
+/// persisted (+1 global, to skip replies sent after the last save) and at
+/// least the Unix time, so OSSEC agents that check counters accept replies.
+pub fn initial_sender_counter(stored: Option<(u32, u32)>, unix_now: u32) -> SenderCounter {
+    let global = match stored {
+        Some((g, _)) => g.saturating_add(1).max(unix_now),
+        None => unix_now,
+    };
+    SenderCounter::new(global, 0)
+}
+
+/// Raises the soft open-files limit to the hard limit (thousands of agents).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// Starts everything and returns once the sockets are bound.
+pub async fn start(s: Settings) -> anyhow::Result<Running> {
+    raise_fd_limit();
+    let keys_id = file_id(&s.keys);
+    let keys = read_keys(&s.keys)?;
+    let store = Store::connect(&s.database_url).await.with_context(|| {
+        format!(
+            "cannot open the store {}",
+            ossec_store::redact(&s.database_url)
+        )
+    })?;
+    let stored = store.load_agents().await?;
+    let table = Arc::new(AgentTable::new(keys, stored));
+    store.register_agents(&table.current().registered()).await?;
+    let unix_now = (ossec_store::now_micros() / 1_000_000).clamp(0, u32::MAX as i64) as u32;
+    let sender = initial_sender_counter(store.load_sender_counter().await?, unix_now);
+    let metrics = Metrics::new();
+    metrics
+        .agents_known
+        .store(table.current().agents.len() as u64, Ordering::Relaxed);
+    let ingest = Arc::new(Ingest::new(
+        table.clone(),
+        metrics.clone(),
+        s.verify_counters,
+        sender,
+    ));
+    let (tx, rx) = mpsc::channel(s.queue_capacity);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (give_up, give_up_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // TCP first, so that a port 0 request gives UDP the same port.
+    let mut listen = s.listen;
+    let mut tcp_addr = None;
+    if s.tcp {
+        let l = tcp::bind(listen).with_context(|| format!("cannot listen on TCP {listen}"))?;
+        listen = l.local_addr()?;
+        tcp_addr = Some(listen);
+        let limits = tcp::Limits {
+            max_connections: s.max_connections,
+            idle_timeout: s.tcp_idle_timeout,
+        };
+        tasks.push(tokio::spawn(tcp::serve(
+            l,
+            ingest.clone(),
+            tx.clone(),
+            limits,
+            shutdown_rx.clone(),
+        )));
+    }
+    let mut udp_addr = None;
+    if s.udp {
+        let socks = udp::bind(listen, s.udp_workers)
+            .with_context(|| format!("cannot listen on UDP {listen}"))?;
+        udp_addr = Some(socks[0].local_addr()?);
+        for sock in socks {
+            tasks.push(tokio::spawn(udp::serve(
+                sock,
+                ingest.clone(),
+                tx.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    let queue = tx.downgrade();
+    drop(tx);
+
+    let writer = tokio::spawn(
+        Writer {
+            store: store.clone(),
+            rx,
+            table: table.clone(),
+            ingest: ingest.clone(),
+            metrics: metrics.clone(),
+            batch_size: s.batch_size,
+            flush_interval: s.flush_interval,
+            disconnect_after: s.disconnect_after,
+        }
+        .run(give_up_rx),
+    );
+
+    let (reload, reload_rx) = mpsc::unbounded_channel();
+    tasks.push(tokio::spawn(watch_keys(
+        s.keys.clone(),
+        keys_id,
+        s.keys_poll_interval,
+        table.clone(),
+        store.clone(),
+        metrics.clone(),
+        reload_rx,
+        shutdown_rx.clone(),
+    )));
+
+    let mut metrics_addr = None;
+    if let Some(addr) = s.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        metrics_addr = Some(l.local_addr()?);
+        let state = Arc::new(HttpState {
+            metrics: metrics.clone(),
+            table: table.clone(),
+            store: store.clone(),
+            queue,
+            queue_capacity: s.queue_capacity,
+            ready: AtomicBool::new(true),
+        });
+        tasks.push(tokio::spawn(http::serve(l, state, shutdown_rx.clone())));
+    }
+
+    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    tracing::info!(
+        udp = %show(udp_addr),
+        tcp = %show(tcp_addr),
+        metrics = %show(metrics_addr),
+        store = %ossec_store::redact(&s.database_url),
+        agents = table.current().agents.len(),
+        verify_counters = s.verify_counters,
+        "ossec-collector ready: listening on udp {} and tcp {}, writing to {} ({} agents in {})",
+        show(udp_addr),
+        show(tcp_addr),
+        ossec_store::redact(&s.database_url),
+        table.current().agents.len(),
+        s.keys.display()
+    );
+    Ok(Running {
+        tcp_addr,
+        udp_addr,
+        metrics_addr,
+        metrics,
+        table,
+        store,
+        shutdown,
+        give_up,
+        writer,
+        tasks,
+        shutdown_timeout: s.shutdown_timeout,
+        reload,
+    })
+}
+
+impl Running {
+    /// Asks for a client.keys reload (what SIGHUP does).
+    pub fn reload_keys(&self) {
+        let _ = self.reload.send(());
+    }
+
+    /// Graceful shutdown: stop reading, store what is queued, persist state.
+    /// Errors if events could not be stored within the timeout.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: no more reads, storing queued events");
+        let _ = self.shutdown.send(true);
+        let Running {
+            writer,
+            tasks,
+            give_up,
+            shutdown_timeout,
+            metrics,
+            store,
+            ..
+        } = self;
+        let mut writer = writer;
+        let stored_before = metrics.events_stored.load(Ordering::Relaxed);
+        let lost = match tokio::time::timeout(shutdown_timeout, &mut writer).await {
+            Ok(r) => r.unwrap_or(0),
+            Err(_) => {
+                let _ = give_up.send(true);
+                let queued = metrics.events_queued.load(Ordering::Relaxed);
+                let stored = metrics.events_stored.load(Ordering::Relaxed);
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+                writer.abort();
+                anyhow::bail!(
+                    "shutdown timeout: {} queued events were not stored (is the store reachable?)",
+                    queued.saturating_sub(stored)
+                );
+            }
+        };
+        for t in tasks {
+            t.abort();
+        }
+        store.close().await;
+        if lost > 0 {
+            anyhow::bail!("{lost} events could not be stored at shutdown");
+        }
+        tracing::info!(
+            stored_during_shutdown = metrics.events_stored.load(Ordering::Relaxed) - stored_before,
+            "shutdown complete: every queued event is stored"
+        );
+        Ok(())
+    }
+}
+
+/// Identity of a file for change detection: (mtime, inode, size).
+fn file_id(p: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.ino(), m.len()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_keys(
+    path: PathBuf,
+    mut last: Option<(std::time::SystemTime, u64, u64)>,
+    every: Duration,
+    table: Arc<AgentTable>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut asked: mpsc::UnboundedReceiver<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = asked.recv() => "request",
+            _ = tick.tick() => {
+                let now = file_id(&path);
+                if now == last || now.is_none() {
+                    continue;
+                }
+                "file changed"
+            }
+            _ = crate::shutdown::requested(&mut shutdown) => return,
+        };
+        last = file_id(&path);
+        match read_keys(&path) {
+            Ok(keys) => {
+                let (added, removed, changed) = table.reload(keys);
+                metrics.key_reloads.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .agents_known
+                    .store(table.current().agents.len() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    trigger = why,
+                    added,
+                    removed,
+                    changed,
+                    agents = table.current().agents.len(),
+                    "client.keys reloaded"
+                );
+                if let Err(e) = store.register_agents(&table.current().registered()).await {
+                    metrics.store_error(&e);
+                }
+            }
+            Err(e) => {
+                metrics.key_reload_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    trigger = why,
+                    "client.keys reload refused, the previous keys stay in use: {e:#}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `serve` until SIGTERM or SIGINT.
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    let running = start(s).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    running.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_counter_survives_restarts_and_clock() {
+        assert_eq!(
+            initial_sender_counter(None, 1_800_000_000).global,
+            1_800_000_000
+        );
+        assert_eq!(
+            initial_sender_counter(Some((5, 9)), 1_800_000_000).global,
+            1_800_000_000
+        );
+        // Counter ahead of the clock (many wraps): it still moves forward.
+        assert_eq!(
+            initial_sender_counter(Some((1_900_000_000, 9)), 1_800_000_000).global,
+            1_900_000_001
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The TCP listener: length-prefixed frames on long-lived connections.
+//!
+//! Owns accepting (bounded by `--max-connections`), one task per
+//! connection that reads, frames, hands each frame to [`Ingest`], waits for
+//! room in the event queue (backpressure: a slow store slows the agent
+//! instead of losing events) and writes replies on the same connection.
+//! A connection is closed when its framing breaks, a message does not
+//! decrypt (as Wazuh does), it is idle too long, a newer connection of the
+//! same agent takes over, or the collector shuts down.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use ossec_proto::frame::{self, FrameCheck};
+use ossec_store::EventRow;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use crate::agents::Agent;
+use crate::ingest::{Ingest, Origin};
+use crate::metrics::{CloseReason, Transport};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Binds the TCP listener.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Limits for connections.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    tx: mpsc::Sender<EventRow>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let metrics = ingest.metrics.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!("TCP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::requested(&mut shutdown) => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        metrics.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+        metrics.tcp_open.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10)),
+        );
+        let (ingest, tx, shutdown) = (ingest.clone(), tx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let reason =
+                connection(stream, peer, &ingest, &tx, limits.idle_timeout, shutdown).await;
+            ingest.metrics.tcp_closed(reason);
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one connection; returns why it ended.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ingest: &Ingest,
+    tx: &mpsc::Sender<EventRow>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> CloseReason {
+    let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let takeover = Arc::new(Notify::new());
+    let origin = Origin {
+        transport: Transport::Tcp,
+        peer,
+        conn: Some((conn_id, takeover.clone())),
+    };
+    let mut bound: Vec<Arc<Agent>> = Vec::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut replies: Vec<u8> = Vec::new();
+    let reason = 'conn: loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match r {
+                Ok(Ok(0)) => break CloseReason::Eof,
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => break CloseReason::IoError,
+                Err(_) => break CloseReason::Idle,
+            },
+            _ = takeover.notified() => break CloseReason::Takeover,
+            _ = crate::shutdown::requested(&mut shutdown) => break CloseReason::Shutdown,
+        };
+        let _ = n;
+        loop {
+            match frame::check(&buf) {
+                Ok(FrameCheck::Complete(len)) => {
+                    let out = ingest.handle(
+                        &buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len],
+                        &origin,
+                        ossec_store::now_micros(),
+                    );
+                    buf.advance(frame::LEN_PREFIX + len);
+                    if let Some(a) = out.bound {
+                        bound.push(a);
+                    }
+                    if let Some(reply) = out.reply {
+                        let _ = frame::encode_frame(&reply, &mut replies);
+                    }
+                    if let Some(ev) = out.event {
+                        // Backpressure: wait for room rather than drop.
+                        if tx.send(ev).await.is_err() {
+                            break 'conn CloseReason::Shutdown;
+                        }
+                        ingest.metrics.events_queued.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if out.close {
+                        let _ = flush(&mut stream, &mut replies, ingest).await;
+                        break 'conn CloseReason::Rejected;
+                    }
+                }
+                Ok(FrameCheck::Incomplete) => {
+                    // Make room for the rest of a large frame in one go.
+                    if let Some(p) = buf.get(..4) {
+                        let want = frame::LEN_PREFIX
+                            + u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+                        buf.reserve(want.saturating_sub(buf.len()));
+                    }
+                    break;
+                }
+                Err(r) => {
+                    ingest
+                        .metrics
+                        .rejected(r.kind, None, peer, Transport::Tcp, &r.detail);
+                    let _ = flush(&mut stream, &mut replies, ingest).await;
+                    break 'conn CloseReason::Rejected;
+                }
+            }
+        }
+        if flush(&mut stream, &mut replies, ingest).await.is_err() {
+            break CloseReason::IoError;
+        }
+        // Give back memory after a large frame.
+        if buf.is_empty() && buf.capacity() > 65536 {
+            buf = BytesMut::with_capacity(4096);
+        }
+    };
+    for a in bound {
+        let mut st = a.state.lock();
+        if matches!(st.tcp_conn, Some((id, _)) if id == conn_id) {
+            st.tcp_conn = None;
+        }
+    }
+    reason
+}
+
+async fn flush(
+    stream: &mut TcpStream,
+    replies: &mut Vec<u8>,
+    ingest: &Ingest,
+) -> std::io::Result<()> {
+    if replies.is_empty() {
+        return Ok(());
+    }
+    let r = stream.write_all(replies).await;
+    if r.is_ok() {
+        ingest.metrics.sent(Transport::Tcp, replies.len());
+    }
+    replies.clear();
+    r
+}

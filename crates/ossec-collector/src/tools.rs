@@ -1,0 +1,315 @@
+//! The offline tools: `decode`, `keys derive`, `keys check`.
+//!
+//! Owns turning raw bytes into one JSON line per message for people
+//! debugging an integration. They run the same protocol code as `serve`.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+use ossec_proto::codec::{identify, parse_wire, Identified, Wire};
+use ossec_proto::frame::FrameReader;
+use ossec_proto::keys::{self, Severity};
+use ossec_proto::payload::{classify, Control, Payload};
+use ossec_proto::{ClientKeys, Decoder, Opened, Reject};
+use serde_json::{json, Map, Value};
+
+/// Transport of the input bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputTransport {
+    /// One datagram per input.
+    Udp,
+    /// A stream of length-prefixed frames per input.
+    Tcp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecodeArgs {
+    /// The client.keys file with the agents' keys.
+    #[arg(long, value_name = "FILE")]
+    pub keys: PathBuf,
+    /// Address the message came from: finds agents that send no `!ID!`
+    /// prefix, and checks the address of those that do. Without it the
+    /// address check is skipped.
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<IpAddr>,
+    /// Decode with this agent's key, whatever the prefix (for
+    /// manager→agent replies, which carry none).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// `udp`: each input is one message; `tcp`: each input is a stream of frames.
+    #[arg(long, value_enum, default_value = "udp")]
+    pub transport: InputTransport,
+    /// The input as hex instead of files.
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with = "files",
+        required_unless_present = "files"
+    )]
+    pub hex: Option<String>,
+    /// Files holding raw bytes.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Exit status of a tool: 0 all good, 1 some input failed, 2 bad usage.
+pub type Status = i32;
+
+fn usage(msg: impl std::fmt::Display) -> Status {
+    eprintln!("error: {msg}");
+    2
+}
+
+fn read_keys(path: &PathBuf) -> Result<ClientKeys, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    ClientKeys::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs `decode`, printing one JSON object per message on stdout.
+pub fn decode(args: &DecodeArgs) -> Status {
+    let keys = match read_keys(&args.keys) {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
+    let forced = match &args.agent {
+        Some(id) => match keys.index_of_id(id) {
+            Some(i) => Some(i),
+            None => {
+                return usage(format!(
+                    "--agent {id}: no such agent in {}",
+                    args.keys.display()
+                ))
+            }
+        },
+        None => None,
+    };
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(h) = &args.hex {
+        let clean: String = h.chars().filter(|c| !c.is_whitespace()).collect();
+        match hex::decode(&clean) {
+            Ok(b) => inputs.push(("--hex".into(), b)),
+            Err(e) => return usage(format!("--hex is not valid hex: {e}")),
+        }
+    }
+    for f in &args.files {
+        match std::fs::read(f) {
+            Ok(b) => inputs.push((f.display().to_string(), b)),
+            Err(e) => return usage(format!("cannot read {}: {e}", f.display())),
+        }
+    }
+    let mut decoder = Decoder::new();
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (name, bytes) in &inputs {
+        let mut emit = |v: Value| {
+            failed |= v.get("error").is_some();
+            let _ = writeln!(out, "{v}");
+        };
+        match args.transport {
+            InputTransport::Udp => {
+                let mut v = decode_one(&keys, &mut decoder, bytes, args.source_ip, forced);
+                v["input"] = json!(name);
+                emit(v);
+            }
+            InputTransport::Tcp => {
+                let mut reader = FrameReader::new();
+                reader.feed(bytes);
+                let mut n = 0;
+                loop {
+                    match reader.next_frame() {
+                        Ok(Some(frame)) => {
+                            n += 1;
+                            let mut v =
+                                decode_one(&keys, &mut decoder, frame, args.source_ip, forced);
+                            v["input"] = json!(name);
+                            v["frame"] = json!(n);
+                            emit(v);
+                        }
+                        Ok(None) => {
+                            if reader.pending() > 0 || n == 0 {
+                                let mut v = error_json(&Reject::new(
+                                    ossec_proto::RejectKind::Format,
+                                    format!(
+                                        "stream ends inside a frame ({} bytes left over)",
+                                        reader.pending()
+                                    ),
+                                ));
+                                v["input"] = json!(name);
+                                emit(v);
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            let mut v = error_json(&e);
+                            v["input"] = json!(name);
+                            v["frame"] = json!(n + 1);
+                            emit(v);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+fn error_json(e: &Reject) -> Value {
+    json!({"error": {"kind": e.kind.as_str(), "detail": e.detail}})
+}
+
+/// Decodes one message into its JSON description.
+pub fn decode_one(
+    keys: &ClientKeys,
+    decoder: &mut Decoder,
+    wire: &[u8],
+    source: Option<IpAddr>,
+    forced: Option<usize>,
+) -> Value {
+    let identified = match forced {
+        Some(agent) => match parse_wire(wire) {
+            Ok(Wire::Ping) => Ok(Identified::Ping),
+            Ok(Wire::Sealed { id, sealed }) => Ok(Identified::Sealed {
+                agent,
+                id_prefix: id.is_some(),
+                sealed,
+            }),
+            Err(e) => Err(e),
+        },
+        None => identify(keys, wire, source),
+    };
+    let (agent, id_prefix, sealed) = match identified {
+        Ok(Identified::Ping) => return json!({"kind": "ping", "payload": "#ping"}),
+        Ok(Identified::Sealed {
+            agent,
+            id_prefix,
+            sealed,
+        }) => (agent, id_prefix, sealed),
+        Err(e) => return error_json(&e),
+    };
+    let entry = &keys.entries()[agent];
+    match decoder.open(&entry.agent_key, sealed) {
+        Ok(opened) => describe(&entry.id, &entry.name, id_prefix, &opened),
+        Err(e) => {
+            let mut v = error_json(&e);
+            v["error"]["agent_id"] = json!(entry.id);
+            v
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The JSON description of an opened message. `payload` is the payload as a
+/// string; when it is not valid UTF-8, invalid bytes show as U+FFFD there
+/// and `payload_base64` holds the exact bytes.
+pub fn describe(agent_id: &str, agent_name: &str, id_prefix: bool, o: &Opened<'_>) -> Value {
+    let mut m = Map::new();
+    m.insert("agent_id".into(), json!(agent_id));
+    m.insert("agent_name".into(), json!(agent_name));
+    m.insert("id_prefix".into(), json!(id_prefix));
+    m.insert("cipher".into(), json!(o.cipher.as_str()));
+    m.insert("aes_iv".into(), json!(o.aes_iv.map(|i| i.as_str())));
+    m.insert("rand".into(), json!(o.header.rand));
+    m.insert("global_counter".into(), json!(o.header.global_counter));
+    m.insert("local_counter".into(), json!(o.header.local_counter));
+    m.insert("payload".into(), json!(text(o.payload)));
+    if std::str::from_utf8(o.payload).is_err() {
+        m.insert(
+            "payload_base64".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(o.payload)),
+        );
+    }
+    match classify(o.payload) {
+        Ok(Payload::Event(e)) => {
+            m.insert("kind".into(), json!("event"));
+            m.insert("queue".into(), json!(text(&[e.queue])));
+            m.insert("queue_name".into(), json!(e.queue_name()));
+            m.insert("location".into(), json!(text(&e.location)));
+            m.insert("message".into(), json!(text(e.message)));
+        }
+        Ok(Payload::Control(c)) => {
+            m.insert("kind".into(), json!("control"));
+            m.insert("control".into(), json!(c.name()));
+            m.insert("wants_ack".into(), json!(c.wants_ack()));
+            match c {
+                Control::Startup { version } => {
+                    m.insert("version".into(), json!(version));
+                }
+                Control::Keepalive(k) => {
+                    if let Value::Object(fields) = json!(*k) {
+                        m.extend(fields);
+                    }
+                }
+                Control::Request { data } => {
+                    m.insert("data".into(), json!(text(data)));
+                }
+                Control::Other { text: t } => {
+                    m.insert("text".into(), json!(text(t)));
+                }
+                Control::Shutdown | Control::Ack => {}
+            }
+        }
+        Err(e) => {
+            m.insert("kind".into(), json!("event"));
+            m.insert("event_error".into(), error_json(&e)["error"].clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// `keys derive`: every step of the derivation as JSON.
+pub fn keys_derive(id: &str, name: &str, key: &str) -> Status {
+    let steps =
+        ossec_proto::derive::derivation_steps(id.as_bytes(), name.as_bytes(), key.as_bytes());
+    let mut v = json!(steps);
+    v["id"] = json!(id);
+    v["name"] = json!(name);
+    v["key"] = json!(key);
+    v["note"] = json!("keys are ASCII hex strings: AES-256 uses the 32 ASCII bytes of aes_key, Blowfish the 47 ASCII bytes of blowfish_key; the AES IV is the 16 ASCII bytes FEDCBA0987654321, the Blowfish IV the 8 bytes fe dc ba 98 76 54 32 10");
+    match serde_json::to_string_pretty(&v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => return usage(e),
+    }
+    0
+}
+
+/// `keys check`: one line per finding; exit 1 if any.
+pub fn keys_check(path: &PathBuf) -> Status {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+    };
+    let findings = keys::check(&text);
+    let agents = ClientKeys::parse(&text).map(|k| k.len());
+    for f in &findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        println!("{}:{}: {sev}: {}", path.display(), f.line, f.problem);
+    }
+    match agents {
+        Ok(n) if findings.is_empty() => {
+            println!("{}: {n} agents, no problems found", path.display());
+            0
+        }
+        Ok(n) => {
+            println!(
+                "{}: {n} agents, {} problems found",
+                path.display(),
+                findings.len()
+            );
+            1
+        }
+        Err(e) => {
+            println!("{}: serve would refuse this file: {e}", path.display());
+            1
+        }
+    }
+}

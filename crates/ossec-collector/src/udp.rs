@@ -1,0 +1,88 @@
+//! The UDP listener: one datagram is one message.
+//!
+//! Owns the UDP sockets (several with `SO_REUSEPORT` so that reading and
+//! decoding use every core; the kernel keeps one agent on one socket) and
+//! their loops: receive, hand to [`Ingest`], queue the event without
+//! waiting (a full queue drops the event and counts it), send the reply to
+//! the address the message came from.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ossec_store::EventRow;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::ingest::{Ingest, Origin};
+use crate::metrics::Transport;
+
+/// Binds `workers` UDP sockets on `addr` (the port of the first is reused
+/// by the others when `addr` asks for port 0).
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let mut out = Vec::with_capacity(workers);
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        // Bigger kernel buffers absorb bursts; the kernel caps them at rmem_max.
+        let _ = s.set_recv_buffer_size(16 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let sock = UdpSocket::from_std(s.into())?;
+        addr = sock.local_addr()?;
+        out.push(sock);
+    }
+    Ok(out)
+}
+
+/// Reads datagrams until `shutdown` turns true.
+pub async fn serve(
+    sock: UdpSocket,
+    ingest: Arc<Ingest>,
+    tx: mpsc::Sender<EventRow>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let metrics = ingest.metrics.clone();
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; keep going.
+                    tracing::debug!("UDP receive error: {e}");
+                    continue;
+                }
+            },
+            _ = crate::shutdown::requested(&mut shutdown) => break,
+        };
+        let origin = Origin {
+            transport: Transport::Udp,
+            peer,
+            conn: None,
+        };
+        let out = ingest.handle(&buf[..n], &origin, ossec_store::now_micros());
+        if let Some(ev) = out.event {
+            match tx.try_send(ev) {
+                Ok(()) => {
+                    metrics
+                        .events_queued
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(_) => metrics.dropped_queue_full(peer),
+            }
+        }
+        if let Some(reply) = out.reply {
+            match sock.send_to(&reply, peer).await {
+                Ok(n) => metrics.sent(Transport::Udp, n),
+                Err(e) => tracing::debug!(peer = %peer, "UDP send failed: {e}"),
+            }
+        }
+    }
+}
