@@ -32,22 +32,6 @@ fn queue_name(q: &str) -> &'static str {
     }
 }
 
-/// Independent split of `Q:location:message` with Wazuh's `|` escapes.
-fn split_event(p: &str) -> (String, String, String) {
-    let (q, rest) = p.split_at(1);
-    let rest = &rest[1..];
-    let (mut loc, mut chars) = (String::new(), rest.char_indices());
-    let end = loop {
-        match chars.next() {
-            Some((_, '|')) => loc.extend(chars.next().map(|c| c.1)),
-            Some((i, ':')) => break i,
-            Some((_, c)) => loc.push(c),
-            None => panic!("no location end in {p}"),
-        }
-    };
-    (q.to_owned(), loc, rest[end + 1..].to_owned())
-}
-
 async fn run(backend: Backend, via: Via) {
     let db = TestDb::new(backend).await;
     let keys = loopback_vector_keys();

@@ -324,3 +324,19 @@ pub fn vector_source(v: &serde_json::Value) -> IpAddr {
         _ => "127.0.0.1".parse().unwrap(),
     }
 }
+
+/// Independent split of `Q:location:message` with Wazuh's `|` escapes.
+pub fn split_event(p: &str) -> (String, String, String) {
+    let (q, rest) = p.split_at(1);
+    let rest = &rest[1..];
+    let (mut loc, mut chars) = (String::new(), rest.char_indices());
+    let end = loop {
+        match chars.next() {
+            Some((_, '|')) => loc.extend(chars.next().map(|c| c.1)),
+            Some((i, ':')) => break i,
+            Some((_, c)) => loc.push(c),
+            None => panic!("no location end in {p}"),
+        }
+    };
+    (q.to_owned(), loc, rest[end + 1..].to_owned())
+}
