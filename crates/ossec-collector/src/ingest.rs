@@ -194,8 +194,10 @@ impl Ingest {
                 match &c {
                     Control::Startup { version } => {
                         r.status = AgentStatus::Pending;
-                        if version.is_some() {
-                            r.version.clone_from(version);
+                        // The startup JSON (Wazuh >= 4.6) says `v4.14.7`; keepalives
+                        // say `Wazuh v4.14.7`: keep one form.
+                        if let Some(v) = version {
+                            r.version = Some(format!("Wazuh {v}"));
                         }
                     }
                     Control::Keepalive(k) => {
