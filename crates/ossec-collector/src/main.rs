@@ -31,6 +31,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Exit 0 if a running collector's /health answers 200 (for container healthchecks; needs no curl).
+    Healthcheck {
+        /// The /health URL (http only).
+        #[arg(long, env = "OSSEC_COLLECTOR_HEALTH_URL", default_value = "http://127.0.0.1:9514/health")]
+        url: String,
+    },
     /// Act on agents' stored state.
     Agents {
         #[command(subcommand)]
@@ -107,6 +113,7 @@ fn main() {
         Command::Keys {
             command: KeysCommand::Check { file },
         } => tools::keys_check(&file),
+        Command::Healthcheck { url } => tools::healthcheck(&url),
         Command::Serve(args) => {
             let settings = match args.resolve() {
                 Ok(s) => s,

@@ -313,3 +313,45 @@ pub fn keys_check(path: &PathBuf) -> Status {
         }
     }
 }
+
+/// `healthcheck`: GET the URL (plain HTTP), exit 0 on a 200 answer.
+pub fn healthcheck(url: &str) -> Status {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    use std::time::Duration;
+    let Some(rest) = url.strip_prefix("http://") else {
+        return usage(format!("{url}: only http:// URLs are supported"));
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = match hostport.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(a) => a,
+        None => return usage(format!("{url}: cannot resolve {hostport}")),
+    };
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n")?;
+        let mut body = String::new();
+        s.take(64 * 1024).read_to_string(&mut body)?;
+        Ok(body)
+    })();
+    match result {
+        Ok(resp) if resp.starts_with("HTTP/1.1 200") => {
+            println!("healthy");
+            0
+        }
+        Ok(resp) => {
+            let line = resp.lines().next().unwrap_or("");
+            let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+            eprintln!("unhealthy: {line}: {body}");
+            1
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            1
+        }
+    }
+}
