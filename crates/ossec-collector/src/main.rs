@@ -34,7 +34,11 @@ enum Command {
     /// Exit 0 if a running collector's /health answers 200 (for container healthchecks; needs no curl).
     Healthcheck {
         /// The /health URL (http only).
-        #[arg(long, env = "OSSEC_COLLECTOR_HEALTH_URL", default_value = "http://127.0.0.1:9514/health")]
+        #[arg(
+            long,
+            env = "OSSEC_COLLECTOR_HEALTH_URL",
+            default_value = "http://127.0.0.1:9514/health"
+        )]
         url: String,
     },
     /// Act on agents' stored state.

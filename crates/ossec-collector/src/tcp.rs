@@ -113,6 +113,7 @@ async fn connection(
     let mut bound: Vec<Arc<Agent>> = Vec::new();
     let mut buf = BytesMut::with_capacity(4096);
     let mut replies: Vec<u8> = Vec::new();
+    let mut closing = false;
     let reason = 'conn: loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
@@ -125,7 +126,22 @@ async fn connection(
                 Err(_) => break CloseReason::Idle,
             },
             _ = takeover.notified() => break CloseReason::Takeover,
-            _ = crate::shutdown::requested(&mut shutdown) => break CloseReason::Shutdown,
+            _ = crate::shutdown::requested(&mut shutdown) => {
+                // Take in what the kernel already received, then stop.
+                let mut drained = 0;
+                loop {
+                    buf.reserve(16384);
+                    match stream.try_read_buf(&mut buf) {
+                        Ok(n) if n > 0 => drained += n,
+                        _ => break,
+                    }
+                }
+                if drained == 0 {
+                    break CloseReason::Shutdown;
+                }
+                closing = true;
+                drained
+            }
         };
         let _ = n;
         loop {
@@ -175,6 +191,9 @@ async fn connection(
         }
         if flush(&mut stream, &mut replies, ingest).await.is_err() {
             break CloseReason::IoError;
+        }
+        if closing {
+            break CloseReason::Shutdown;
         }
         // Give back memory after a large frame.
         if buf.is_empty() && buf.capacity() > 65536 {

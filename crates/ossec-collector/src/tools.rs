@@ -333,7 +333,10 @@ pub fn healthcheck(url: &str) -> Status {
     let result = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut body = String::new();
         s.take(64 * 1024).read_to_string(&mut body)?;
         Ok(body)

@@ -50,17 +50,31 @@ pub async fn serve(
 ) {
     let mut buf = vec![0u8; 65536];
     let metrics = ingest.metrics.clone();
+    let mut closing = false;
     loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
+        let (n, peer) = if closing {
+            // Shutting down: take what the kernel already queued, then stop.
+            match sock.try_recv_from(&mut buf) {
                 Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; keep going.
-                    tracing::debug!("UDP receive error: {e}");
+                // ICMP errors from earlier sends are one-shot; anything else ends the drain.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here; keep going.
+                        tracing::debug!("UDP receive error: {e}");
+                        continue;
+                    }
+                },
+                _ = crate::shutdown::requested(&mut shutdown) => {
+                    closing = true;
                     continue;
                 }
-            },
-            _ = crate::shutdown::requested(&mut shutdown) => break,
+            }
         };
         let origin = Origin {
             transport: Transport::Udp,
@@ -69,13 +83,22 @@ pub async fn serve(
         };
         let out = ingest.handle(&buf[..n], &origin, ossec_store::now_micros());
         if let Some(ev) = out.event {
-            match tx.try_send(ev) {
-                Ok(()) => {
+            // At shutdown, wait for room: what was received is stored.
+            if closing {
+                if tx.send(ev).await.is_ok() {
                     metrics
                         .events_queued
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(_) => metrics.dropped_queue_full(peer),
+            } else {
+                match tx.try_send(ev) {
+                    Ok(()) => {
+                        metrics
+                            .events_queued
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(_) => metrics.dropped_queue_full(peer),
+                }
             }
         }
         if let Some(reply) = out.reply {
