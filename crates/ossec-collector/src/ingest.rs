@@ -244,7 +244,7 @@ impl Ingest {
             (Cipher::Aes, Some(AesIv::RandomPrefix)) => Sealing::AesRandom(rng.gen()),
             (Cipher::Aes, _) => Sealing::AesFixed,
         };
-        let (global, local) = self.sender.lock().next();
+        let (global, local) = self.sender.lock().advance();
         self.sender_dirty.store(true, Ordering::Release);
         let header = Header {
             rand: rng.gen(),

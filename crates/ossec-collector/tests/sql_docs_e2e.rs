@@ -202,8 +202,8 @@ async fn check(backend: Backend) {
             continue;
         }
         let src = vector_source(&v);
-        if !socks.contains_key(&src) {
-            socks.insert(src, udp_from(src).await);
+        if let std::collections::hash_map::Entry::Vacant(e) = socks.entry(src) {
+            e.insert(udp_from(src).await);
         }
         socks[&src]
             .send_to(

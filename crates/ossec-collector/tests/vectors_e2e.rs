@@ -56,8 +56,8 @@ async fn run(backend: Backend, via: Via) {
         let src = vector_source(&v);
         let reply = match via {
             Via::Udp => {
-                if !udp.contains_key(&src) {
-                    udp.insert(src, udp_from(src).await);
+                if let std::collections::hash_map::Entry::Vacant(e) = udp.entry(src) {
+                    e.insert(udp_from(src).await);
                 }
                 let s = &udp[&src];
                 s.send_to(&wire, c.addr).await.unwrap();
@@ -68,8 +68,8 @@ async fn run(backend: Backend, via: Via) {
                 }
             }
             Via::Tcp => {
-                if !tcp.contains_key(&src) {
-                    tcp.insert(src, TcpAgent::connect(src, c.addr).await);
+                if let std::collections::hash_map::Entry::Vacant(e) = tcp.entry(src) {
+                    e.insert(TcpAgent::connect(src, c.addr).await);
                 }
                 let t = tcp.get_mut(&src).unwrap();
                 t.send(&wire).await;

@@ -598,7 +598,7 @@ impl SenderCounter {
     }
 
     /// Advances the counter and returns the values for the next message.
-    pub fn next(&mut self) -> (u32, u32) {
+    pub fn advance(&mut self) -> (u32, u32) {
         if self.local >= 9997 {
             self.local = 0;
             self.global = self.global.wrapping_add(1);
@@ -707,10 +707,10 @@ mod tests {
     #[test]
     fn sender_counter_wraps_at_9997() {
         let mut c = SenderCounter::new(0, 0);
-        assert_eq!(c.next(), (0, 1));
+        assert_eq!(c.advance(), (0, 1));
         let mut c = SenderCounter::new(5, 9996);
-        assert_eq!(c.next(), (5, 9997));
-        assert_eq!(c.next(), (6, 1));
+        assert_eq!(c.advance(), (5, 9997));
+        assert_eq!(c.advance(), (6, 1));
     }
 
     #[test]
