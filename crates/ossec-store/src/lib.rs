@@ -371,56 +371,45 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        macro_rules! run {
-            ($pool:expr, $ts:literal, $labels:literal) => {{
-                let q = format!(
-                    "UPDATE agents SET status = $2, version = $3, os_name = $4, os_platform = $5, os_version = $6, \
-                     arch = $7, hostname = $8, uname = $9, config_sum = $10, merged_sum = $11, labels = {labels}, \
-                     last_ip = $13, transport = $14, cipher = $15, aes_iv = $16, first_seen = {ts17}, \
-                     last_seen = {ts18}, last_keepalive = {ts19}, last_control = {ts20}, recv_global = $21, recv_local = $22 \
-                     WHERE id = $1",
-                    labels = $labels,
-                    ts17 = format!($ts, 17),
-                    ts18 = format!($ts, 18),
-                    ts19 = format!($ts, 19),
-                    ts20 = format!($ts, 20),
-                );
-                let mut tx = $pool.begin().await.map_err(sql("beginning a transaction"))?;
-                for r in records {
-                    sqlx::query(&q)
-                        .bind(&r.id)
-                        .bind(r.status.as_str())
-                        .bind(&r.version)
-                        .bind(&r.os_name)
-                        .bind(&r.os_platform)
-                        .bind(&r.os_version)
-                        .bind(&r.arch)
-                        .bind(&r.hostname)
-                        .bind(&r.uname)
-                        .bind(&r.config_sum)
-                        .bind(&r.merged_sum)
-                        .bind(r.labels.as_ref().map(|l| l.to_string()))
-                        .bind(&r.last_ip)
-                        .bind(&r.transport)
-                        .bind(&r.cipher)
-                        .bind(&r.aes_iv)
-                        .bind(opt_ts(r.first_seen))
-                        .bind(opt_ts(r.last_seen))
-                        .bind(opt_ts(r.last_keepalive))
-                        .bind(opt_ts(r.last_control))
-                        .bind(r.recv.map(|c| i64::from(c.0)))
-                        .bind(r.recv.map(|c| i64::from(c.1)))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("saving agents"))?;
-                }
-                tx.commit().await.map_err(sql("saving agents"))?;
-            }};
+        let pool = match self {
+            Store::Postgres(pool) => return save_agents_pg(pool, records).await,
+            Store::Sqlite(pool) => pool,
+        };
+        const Q: &str = "UPDATE agents SET status = ?2, version = ?3, os_name = ?4, os_platform = ?5, \
+            os_version = ?6, arch = ?7, hostname = ?8, uname = ?9, config_sum = ?10, merged_sum = ?11, \
+            labels = ?12, last_ip = ?13, transport = ?14, cipher = ?15, aes_iv = ?16, first_seen = ?17, \
+            last_seen = ?18, last_keepalive = ?19, last_control = ?20, recv_global = ?21, recv_local = ?22 \
+            WHERE id = ?1";
+        let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
+        for r in records {
+            sqlx::query(Q)
+                .bind(&r.id)
+                .bind(r.status.as_str())
+                .bind(&r.version)
+                .bind(&r.os_name)
+                .bind(&r.os_platform)
+                .bind(&r.os_version)
+                .bind(&r.arch)
+                .bind(&r.hostname)
+                .bind(&r.uname)
+                .bind(&r.config_sum)
+                .bind(&r.merged_sum)
+                .bind(r.labels.as_ref().map(|l| l.to_string()))
+                .bind(&r.last_ip)
+                .bind(&r.transport)
+                .bind(&r.cipher)
+                .bind(&r.aes_iv)
+                .bind(opt_ts(r.first_seen))
+                .bind(opt_ts(r.last_seen))
+                .bind(opt_ts(r.last_keepalive))
+                .bind(opt_ts(r.last_control))
+                .bind(r.recv.map(|c| i64::from(c.0)))
+                .bind(r.recv.map(|c| i64::from(c.1)))
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("saving agents"))?;
         }
-        match self {
-            Store::Postgres(pool) => run!(pool, "(${}::text || '+00')::timestamptz", "$12::jsonb"),
-            Store::Sqlite(pool) => run!(pool, "${}", "$12"),
-        }
+        tx.commit().await.map_err(sql("saving agents"))?;
         Ok(())
     }
 
@@ -601,6 +590,55 @@ impl Store {
             Store::Sqlite(p) => p.close().await,
         }
     }
+}
+
+/// One `UPDATE … FROM UNNEST(…)` for all records: with thousands of agents
+/// reporting every second this is one statement instead of thousands.
+async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
+    fn col<T>(records: &[AgentRecord], f: impl Fn(&AgentRecord) -> T) -> Vec<T> {
+        records.iter().map(f).collect()
+    }
+    const Q: &str = "UPDATE agents AS a SET status = u.status, version = u.version, os_name = u.os_name, \
+        os_platform = u.os_platform, os_version = u.os_version, arch = u.arch, hostname = u.hostname, \
+        uname = u.uname, config_sum = u.config_sum, merged_sum = u.merged_sum, labels = u.labels::jsonb, \
+        last_ip = u.last_ip, transport = u.transport, cipher = u.cipher, aes_iv = u.aes_iv, \
+        first_seen = (u.first_seen || '+00')::timestamptz, last_seen = (u.last_seen || '+00')::timestamptz, \
+        last_keepalive = (u.last_keepalive || '+00')::timestamptz, last_control = (u.last_control || '+00')::timestamptz, \
+        recv_global = u.recv_global, recv_local = u.recv_local \
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                    $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
+                    $17::text[], $18::text[], $19::text[], $20::text[], $21::int8[], $22::int8[]) \
+             AS u(id, status, version, os_name, os_platform, os_version, arch, hostname, uname, config_sum, merged_sum, \
+                  labels, last_ip, transport, cipher, aes_iv, first_seen, last_seen, last_keepalive, last_control, \
+                  recv_global, recv_local) \
+        WHERE a.id = u.id";
+    sqlx::query(Q)
+        .bind(col(records, |r| r.id.clone()))
+        .bind(col(records, |r| r.status.as_str().to_owned()))
+        .bind(col(records, |r| r.version.clone()))
+        .bind(col(records, |r| r.os_name.clone()))
+        .bind(col(records, |r| r.os_platform.clone()))
+        .bind(col(records, |r| r.os_version.clone()))
+        .bind(col(records, |r| r.arch.clone()))
+        .bind(col(records, |r| r.hostname.clone()))
+        .bind(col(records, |r| r.uname.clone()))
+        .bind(col(records, |r| r.config_sum.clone()))
+        .bind(col(records, |r| r.merged_sum.clone()))
+        .bind(col(records, |r| r.labels.as_ref().map(|l| l.to_string())))
+        .bind(col(records, |r| r.last_ip.clone()))
+        .bind(col(records, |r| r.transport.clone()))
+        .bind(col(records, |r| r.cipher.clone()))
+        .bind(col(records, |r| r.aes_iv.clone()))
+        .bind(col(records, |r| opt_ts(r.first_seen)))
+        .bind(col(records, |r| opt_ts(r.last_seen)))
+        .bind(col(records, |r| opt_ts(r.last_keepalive)))
+        .bind(col(records, |r| opt_ts(r.last_control)))
+        .bind(col(records, |r| r.recv.map(|c| i64::from(c.0))))
+        .bind(col(records, |r| r.recv.map(|c| i64::from(c.1))))
+        .execute(pool)
+        .await
+        .map_err(sql("saving agents"))?;
+    Ok(())
 }
 
 /// The URL without its password, for logs.
