@@ -519,6 +519,38 @@ fn inner_message(header: Header, payload: &[u8]) -> Vec<u8> {
     inner
 }
 
+thread_local! {
+    /// Deflate state reused across messages: building one allocates and
+    /// initialises hundreds of kilobytes, far more work than a small message.
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::best(), true));
+}
+
+/// zlib (RFC 1950) at level 9, as `compress2(Z_BEST_COMPRESSION)` makes it.
+fn deflate(input: &[u8]) -> Vec<u8> {
+    let run = |c: &mut flate2::Compress| {
+        c.reset();
+        // compressBound plus room; grown if ever short.
+        let mut out = Vec::with_capacity(input.len() + input.len() / 1000 + 64);
+        loop {
+            let consumed = c.total_in() as usize;
+            match c.compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => return out,
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                // Compressing into a Vec does not fail.
+                Err(_) => return out,
+            }
+        }
+    };
+    DEFLATE.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => run(&mut c),
+        Err(_) => run(&mut flate2::Compress::new(
+            flate2::Compression::best(),
+            true,
+        )),
+    })
+}
+
 /// Seals a message the way `CreateSecMSG` does (§3.1): header, MD5, zlib
 /// level 9, `!` padding, encryption, marker and optional `!ID!` prefix.
 /// Fails only when the payload is empty or larger than [`MAX_PAYLOAD`].
@@ -539,13 +571,7 @@ pub fn encode(
         ));
     }
     let inner = inner_message(header, payload);
-    let mut z = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(inner.len() / 2 + 64),
-        flate2::Compression::best(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = z.write_all(&inner);
-    let z = z.finish().unwrap_or_default();
+    let z = deflate(&inner);
     let pad = 8 - z.len() % 8;
     let mut wire = Vec::with_capacity(z.len() + 48);
     if let Some(id) = id_prefix {
