@@ -570,6 +570,16 @@ pub fn encode(
             ),
         ));
     }
+    // The header has four digits for the local counter (`%04u`).
+    if header.local_counter > 9999 {
+        return Err(Reject::new(
+            RejectKind::Format,
+            format!(
+                "local counter {} does not fit the 4-digit field",
+                header.local_counter
+            ),
+        ));
+    }
     let inner = inner_message(header, payload);
     let z = deflate(&inner);
     let pad = 8 - z.len() % 8;
@@ -606,6 +616,17 @@ pub fn encode(
             // The buffer has room for the full PKCS#7 block.
             let _ = enc.encrypt_padded_mut::<Pkcs7>(&mut wire[start..], plain_len);
         }
+    }
+    // A random IV and a long `!ID!` can push an incompressible maximal
+    // payload past what receivers accept as one message or TCP frame.
+    if wire.len() > MAX_MESSAGE {
+        return Err(Reject::new(
+            RejectKind::Size,
+            format!(
+                "sealed message of {} bytes is larger than {MAX_MESSAGE}",
+                wire.len()
+            ),
+        ));
     }
     Ok(wire)
 }
@@ -728,6 +749,52 @@ mod tests {
                 Decoded::Ping => panic!("not a ping"),
             }
         }
+    }
+
+    #[test]
+    fn encode_refuses_what_receivers_would_reject() {
+        let key = AgentKey::derive(b"001", b"agent1", KEY);
+        let h = Header {
+            rand: 1,
+            global_counter: 7,
+            local_counter: 10_000,
+        };
+        assert_eq!(
+            encode(&key, Sealing::AesFixed, None, h, b"1:x:y")
+                .unwrap_err()
+                .kind,
+            RejectKind::Format
+        );
+        // 65408 incompressible bytes with a random IV and a 10-digit ID: 65537 on the wire.
+        let mut x: u32 = 1;
+        let big: Vec<u8> = (0..MAX_PAYLOAD)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let r = encode(
+            &key,
+            Sealing::AesRandom([1; 16]),
+            Some("1234567890"),
+            Header::default(),
+            &big,
+        );
+        assert_eq!(r.unwrap_err().kind, RejectKind::Size);
+        assert!(
+            encode(
+                &key,
+                Sealing::AesFixed,
+                Some("001"),
+                Header::default(),
+                &big
+            )
+            .unwrap()
+            .len()
+                <= MAX_MESSAGE
+        );
     }
 
     #[test]

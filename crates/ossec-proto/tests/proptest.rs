@@ -734,7 +734,7 @@ proptest! {
         let mut c = SenderCounter::new(global, local);
         let mut prev = (global, local);
         for _ in 0..steps {
-            let next = c.next();
+            let next = c.advance();
             prop_assert!((1..=9997).contains(&next.1), "local {} out of range", next.1);
             prop_assert!(next > prev, "{:?} not after {:?}", next, prev);
             prop_assert_eq!(next, (c.global, c.local));
