@@ -264,6 +264,14 @@ impl TcpAgent {
         }
     }
 
+    /// Wraps a stream connected any other way (e.g. over IPv6).
+    pub fn from_stream(stream: TcpStream) -> TcpAgent {
+        TcpAgent {
+            stream,
+            reader: FrameReader::new(),
+        }
+    }
+
     pub async fn send(&mut self, wire: &[u8]) {
         let mut f = Vec::new();
         ossec_proto::frame::encode_frame(wire, &mut f).unwrap();
