@@ -26,6 +26,8 @@ pub struct AgentState {
     pub tcp_conn: Option<(u64, Arc<Notify>)>,
     /// Whether "counters went backwards" was already logged.
     pub backwards_logged: bool,
+    /// `record.last_ip` as an address, to compare without formatting.
+    pub last_ip: Option<IpAddr>,
 }
 
 /// One agent of client.keys.
@@ -260,20 +262,23 @@ pub fn apply_keepalive(r: &mut AgentRecord, k: &Keepalive) {
     r.labels = Some(serde_json::Value::Object(labels));
 }
 
-/// Records how the agent last talked to us.
+/// Records how the agent last talked to us. Called for every message, so it
+/// only allocates when something changed.
 pub fn apply_contact(
-    r: &mut AgentRecord,
+    st: &mut AgentState,
     now: i64,
     ip: IpAddr,
-    transport: &str,
+    transport: &'static str,
     cipher: Cipher,
     aes_iv: Option<AesIv>,
 ) {
+    let r = &mut st.record;
     r.first_seen.get_or_insert(now);
     r.last_seen = Some(now);
-    let ip = ip.to_canonical().to_string();
-    if r.last_ip.as_deref() != Some(ip.as_str()) {
-        r.last_ip = Some(ip);
+    let ip = ip.to_canonical();
+    if st.last_ip != Some(ip) {
+        st.last_ip = Some(ip);
+        r.last_ip = Some(ip.to_string());
     }
     if r.transport.as_deref() != Some(transport) {
         r.transport = Some(transport.to_owned());

@@ -162,7 +162,7 @@ impl Ingest {
         }
         st.record.recv = Some(counters);
         apply_contact(
-            &mut st.record,
+            &mut st,
             now,
             origin.peer.ip(),
             t.as_str(),
