@@ -248,9 +248,10 @@ impl ServeArgs {
             };
         }
         let secs = |v: Option<u64>, def: Duration| v.map(Duration::from_secs).unwrap_or(def);
-        let database_url = match (pick!(database_url), pick!(database_url_file)) {
-            (Some(u), _) => u,
-            (None, Some(p)) => std::fs::read_to_string(&p)
+        // The URL and the URL file are one setting: whichever comes from the
+        // strongest source wins (a flag/env URL file beats a URL in the file).
+        let read_url = |p: &Path| -> Result<String, ConfigError> {
+            Ok(std::fs::read_to_string(p)
                 .map_err(|e| {
                     ConfigError::Invalid(format!(
                         "cannot read database URL file {}: {e}",
@@ -258,8 +259,19 @@ impl ServeArgs {
                     ))
                 })?
                 .trim()
-                .to_owned(),
-            (None, None) => d.database_url,
+                .to_owned())
+        };
+        let database_url = match (
+            &self.database_url,
+            &self.database_url_file,
+            &file.database_url,
+            &file.database_url_file,
+        ) {
+            (Some(u), _, _, _) => u.clone(),
+            (None, Some(p), _, _) => read_url(p)?,
+            (None, None, Some(u), _) => u.clone(),
+            (None, None, None, Some(p)) => read_url(p)?,
+            (None, None, None, None) => d.database_url,
         };
         let metrics_listen = match pick!(metrics_listen) {
             None => d.metrics_listen,
@@ -342,6 +354,19 @@ mod tests {
         assert_eq!(s.batch_size, 9);
         assert!(!s.udp && s.tcp);
         assert_eq!(s.disconnect_after, Duration::from_secs(900));
+        // A URL file from flags/env beats a URL written in the file.
+        let url_file = dir.join("url");
+        std::fs::write(&url_file, "postgres://from-secret/db\n").unwrap();
+        std::fs::write(&f, "database_url = \"sqlite://from-config.db\"\n").unwrap();
+        let with_secret = ServeArgs {
+            config: Some(f.clone()),
+            database_url_file: Some(url_file),
+            ..Default::default()
+        };
+        assert_eq!(
+            with_secret.resolve().unwrap().database_url,
+            "postgres://from-secret/db"
+        );
         std::fs::write(&f, "listen = \"127.0.0.1:2000\"\nbogus_key = 1\n").unwrap();
         let e = args.resolve().unwrap_err().to_string();
         assert!(e.contains("bogus_key"), "{e}");

@@ -33,13 +33,9 @@ enum Command {
     },
     /// Exit 0 if a running collector's /health answers 200 (for container healthchecks; needs no curl).
     Healthcheck {
-        /// The /health URL (http only).
-        #[arg(
-            long,
-            env = "OSSEC_COLLECTOR_HEALTH_URL",
-            default_value = "http://127.0.0.1:9514/health"
-        )]
-        url: String,
+        /// The /health URL (http only) [default: from OSSEC_COLLECTOR_METRICS_LISTEN, 0.0.0.0 meaning 127.0.0.1; else http://127.0.0.1:9514/health].
+        #[arg(long, env = "OSSEC_COLLECTOR_HEALTH_URL")]
+        url: Option<String>,
     },
     /// Act on agents' stored state.
     Agents {
@@ -90,10 +86,13 @@ struct StoreArgs {
 }
 
 fn init_logs(format: LogFormat) {
+    // sqlx reports "relation _sqlx_migrations already exists" as a notice at
+    // every start; that is not news.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
@@ -117,7 +116,10 @@ fn main() {
         Command::Keys {
             command: KeysCommand::Check { file },
         } => tools::keys_check(&file),
-        Command::Healthcheck { url } => tools::healthcheck(&url),
+        Command::Healthcheck { url } => {
+            let metrics = std::env::var("OSSEC_COLLECTOR_METRICS_LISTEN").ok();
+            tools::healthcheck(&url.unwrap_or_else(|| tools::health_url(metrics.as_deref())))
+        }
         Command::Serve(args) => {
             let settings = match args.resolve() {
                 Ok(s) => s,

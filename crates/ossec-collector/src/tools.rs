@@ -314,6 +314,25 @@ pub fn keys_check(path: &PathBuf) -> Status {
     }
 }
 
+/// The /health URL of a collector whose metrics listen on `metrics_listen`
+/// (an unspecified address means this host).
+pub fn health_url(metrics_listen: Option<&str>) -> String {
+    let addr = metrics_listen
+        .and_then(|m| m.parse::<std::net::SocketAddr>().ok())
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        })
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9514)));
+    format!("http://{addr}/health")
+}
+
 /// `healthcheck`: GET the URL (plain HTTP), exit 0 on a 200 answer.
 pub fn healthcheck(url: &str) -> Status {
     use std::io::Read;
@@ -356,5 +375,25 @@ pub fn healthcheck(url: &str) -> Status {
             eprintln!("unhealthy: {url}: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_url_follows_the_metrics_address() {
+        assert_eq!(health_url(None), "http://127.0.0.1:9514/health");
+        assert_eq!(
+            health_url(Some("0.0.0.0:9600")),
+            "http://127.0.0.1:9600/health"
+        );
+        assert_eq!(health_url(Some("[::]:9600")), "http://[::1]:9600/health");
+        assert_eq!(
+            health_url(Some("10.1.2.3:9514")),
+            "http://10.1.2.3:9514/health"
+        );
+        assert_eq!(health_url(Some("off")), "http://127.0.0.1:9514/health");
     }
 }

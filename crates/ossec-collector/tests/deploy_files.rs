@@ -256,7 +256,10 @@ fn compose_file_shape() {
     let services = &doc["services"];
     let db = &services["db"];
     let collector = &services["collector"];
-    assert!(!db.is_badvalue() && !collector.is_badvalue(), "services db and collector");
+    assert!(
+        !db.is_badvalue() && !collector.is_badvalue(),
+        "services db and collector"
+    );
 
     // PostgreSQL: a current major, password from a secret, named volume, pg_isready.
     let image = scalar(&db["image"]);
@@ -287,7 +290,10 @@ fn compose_file_shape() {
         assert_eq!(target.trim_end_matches(":rw"), "/var/lib/postgresql");
     }
     let db_health = strings(&db["healthcheck"]["test"]).join(" ");
-    assert!(db_health.contains("pg_isready"), "db healthcheck: {db_health}");
+    assert!(
+        db_health.contains("pg_isready"),
+        "db healthcheck: {db_health}"
+    );
 
     // The collector: built here, ports, secrets, waits for a healthy db.
     assert!(
@@ -304,7 +310,10 @@ fn compose_file_shape() {
     assert_eq!(dockerfile, "Dockerfile");
     let ports = strings(&collector["ports"]);
     for p in ["1514:1514/tcp", "1514:1514/udp"] {
-        assert!(ports.contains(&p.to_owned()), "collector ports {ports:?} lack {p}");
+        assert!(
+            ports.contains(&p.to_owned()),
+            "collector ports {ports:?} lack {p}"
+        );
     }
     let metrics: Vec<_> = ports.iter().filter(|p| p.contains("9514")).collect();
     assert!(
@@ -321,12 +330,16 @@ fn compose_file_shape() {
     }
     let health = strings(&collector["healthcheck"]["test"]);
     assert!(
-        health.iter().any(|a| a.ends_with("ossec-collector")) && health.contains(&"healthcheck".to_owned()),
+        health.iter().any(|a| a.ends_with("ossec-collector"))
+            && health.contains(&"healthcheck".to_owned()),
         "collector healthcheck uses `ossec-collector healthcheck`: {health:?}"
     );
     let secrets = strings(&collector["secrets"]);
     for s in ["database_url", "client_keys"] {
-        assert!(secrets.contains(&s.to_owned()), "collector secrets {secrets:?} lack {s}");
+        assert!(
+            secrets.contains(&s.to_owned()),
+            "collector secrets {secrets:?} lack {s}"
+        );
     }
     for s in ["db_password", "database_url", "client_keys"] {
         let file = scalar(&doc["secrets"][s]["file"]);
@@ -388,7 +401,10 @@ fn compose_file_has_no_secret() {
     }
     let mut found = Vec::new();
     walk(&compose(), "", &mut found);
-    assert!(found.is_empty(), "secrets written in docker-compose.yml: {found:?}");
+    assert!(
+        found.is_empty(),
+        "secrets written in docker-compose.yml: {found:?}"
+    );
 }
 
 #[derive(Parser)]
@@ -411,7 +427,9 @@ fn compose_collector_settings_are_valid() {
     let command = strings(&collector["command"]);
     assert_eq!(command.first().map(String::as_str), Some("serve"));
     assert!(
-        command.windows(2).any(|w| w[0] == "--keys" && w[1] == "/run/secrets/client_keys"),
+        command
+            .windows(2)
+            .any(|w| w[0] == "--keys" && w[1] == "/run/secrets/client_keys"),
         "client.keys given with --keys /run/secrets/client_keys: {command:?}"
     );
     let env = environment(collector);
@@ -436,7 +454,10 @@ fn compose_collector_settings_are_valid() {
         Some(Path::new("/run/secrets/database_url")),
         "the database URL comes from the database_url secret"
     );
-    assert!(serve.database_url.is_none(), "no database URL in the compose file");
+    assert!(
+        serve.database_url.is_none(),
+        "no database URL in the compose file"
+    );
     // Resolve with the secret's path pointing at a stand-in file.
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("database_url");
@@ -494,13 +515,17 @@ fn dockerfile_runtime_is_non_root_with_the_binary_only() {
     assert!(froms.len() >= 2, "a multi-stage build");
     let builder = &ins[froms[0]].1;
     assert!(
-        builder.starts_with("rust:") && builder.contains("bookworm") && builder.ends_with("AS builder"),
+        builder.starts_with("rust:")
+            && builder.contains("bookworm")
+            && builder.ends_with("AS builder"),
         "builder stage: official rust image, Debian 12 like the runtime: {builder}"
     );
     let build_stage = &ins[froms[0]..froms[froms.len() - 1]];
     assert!(
-        build_stage.iter().any(|(i, r)| i == "RUN"
-            && r.contains("cargo build --release --locked -p ossec-collector")),
+        build_stage
+            .iter()
+            .any(|(i, r)| i == "RUN"
+                && r.contains("cargo build --release --locked -p ossec-collector")),
         "the builder builds the locked release binary"
     );
 
@@ -521,7 +546,11 @@ fn dockerfile_runtime_is_non_root_with_the_binary_only() {
         .filter(|(i, _)| i == "COPY" || i == "ADD")
         .map(|(_, r)| r)
         .collect();
-    assert_eq!(copies.len(), 1, "the runtime copies the binary only: {copies:?}");
+    assert_eq!(
+        copies.len(),
+        1,
+        "the runtime copies the binary only: {copies:?}"
+    );
     let parts: Vec<&str> = copies[0].split_whitespace().collect();
     assert!(
         parts.contains(&"--from=builder")
@@ -589,12 +618,22 @@ fn dockerignore_context_has_what_the_build_needs() {
             rules.iter().any(|r| r.trim_end_matches('/') == never),
             ".dockerignore must exclude {never}"
         );
-        assert!(!allowed.iter().any(|a| a == never || a.starts_with(&format!("{never}/"))));
+        assert!(!allowed
+            .iter()
+            .any(|a| a == never || a.starts_with(&format!("{never}/"))));
     }
     let root = root();
     let in_context = |p: &Path| {
-        let rel = p.strip_prefix(&root).unwrap_or_else(|_| panic!("{} outside the repository", p.display()));
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        let rel = p
+            .strip_prefix(&root)
+            .unwrap_or_else(|_| panic!("{} outside the repository", p.display()));
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
         allowed.iter().any(|a| *a == first || rel == Path::new(a))
     };
     for f in ["Cargo.toml", "Cargo.lock"] {
@@ -604,7 +643,11 @@ fn dockerignore_context_has_what_the_build_needs() {
     let members = manifest["workspace"]["members"].as_array().unwrap();
     for m in members {
         let m = root.join(m.as_str().unwrap());
-        assert!(in_context(&m), "workspace member {} not in the build context", m.display());
+        assert!(
+            in_context(&m),
+            "workspace member {} not in the build context",
+            m.display()
+        );
     }
     // Files the compiler embeds, from the crates' non-test sources.
     let mut embedded = Vec::new();
@@ -642,7 +685,11 @@ fn dockerignore_context_has_what_the_build_needs() {
     );
     for p in &embedded {
         assert!(p.exists(), "{} is embedded but does not exist", p.display());
-        assert!(in_context(p), "{} is embedded but not in the build context", p.display());
+        assert!(
+            in_context(p),
+            "{} is embedded but not in the build context",
+            p.display()
+        );
     }
 }
 
@@ -656,7 +703,9 @@ fn unit() -> BTreeMap<String, Vec<String>> {
             continue;
         }
         let (k, v) = t.split_once('=').unwrap_or_else(|| panic!("unit line {t}"));
-        out.entry(k.trim().to_owned()).or_default().push(v.trim().to_owned());
+        out.entry(k.trim().to_owned())
+            .or_default()
+            .push(v.trim().to_owned());
     }
     out
 }
@@ -683,7 +732,9 @@ fn systemd_unit() {
     assert_eq!(one("StateDirectory"), "ossec-collector");
     assert_eq!(one("WorkingDirectory"), "/var/lib/ossec-collector");
     // Port 1514 is above 1024: no capability at all.
-    assert!(u.get("AmbientCapabilities").is_none_or(|v| v.iter().all(String::is_empty)));
+    assert!(u
+        .get("AmbientCapabilities")
+        .is_none_or(|v| v.iter().all(String::is_empty)));
     assert_eq!(one("CapabilityBoundingSet"), "");
     let stop = duration(&one("TimeoutStopSec"));
     assert!(
@@ -719,7 +770,12 @@ fn documented_commands_exist() {
             .stdout,
     )
     .unwrap();
-    for flag in ["--config", "--keys", "--database-url-file", "--metrics-listen"] {
+    for flag in [
+        "--config",
+        "--keys",
+        "--database-url-file",
+        "--metrics-listen",
+    ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
     // The compose healthcheck, against a closed port: unhealthy (1), not a usage error (2).
@@ -733,5 +789,9 @@ fn documented_commands_exist() {
         }
     }
     let out = Command::new(bin).args(&health).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "ossec-collector {health:?}: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ossec-collector {health:?}: {out:?}"
+    );
 }
