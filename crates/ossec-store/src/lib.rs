@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-pub use time::{format_micros, now_micros, parse_micros};
+pub use time::{format_micros, now_micros, parse_micros, write_micros};
 
 /// A store error, naming what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +194,8 @@ pub fn copy_rows(rows: &[EventRow], out: &mut Vec<u8>) {
     for r in rows {
         let (location, location_raw) = text_and_raw(&r.location);
         let (message, message_raw) = text_and_raw(&r.message);
-        let _ = write!(out, "{}+00\t", format_micros(r.received_at));
+        write_micros(out, r.received_at);
+        out.extend_from_slice(b"+00\t");
         copy_text(out, &r.agent_id);
         out.push(b'\t');
         copy_text(out, &r.agent_name);
