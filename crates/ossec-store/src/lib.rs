@@ -163,17 +163,24 @@ pub fn text_and_raw(bytes: &[u8]) -> (Cow<'_, str>, Option<&[u8]>) {
     }
 }
 
-/// Appends `s` escaped for COPY text format.
+/// Appends `s` escaped for COPY text format, copying the runs between
+/// special characters in one go.
 fn copy_text(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.push(b),
-        }
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
     }
+    out.extend_from_slice(&b[start..]);
 }
 
 fn copy_bytea(out: &mut Vec<u8>, b: Option<&[u8]>) {
@@ -281,7 +288,7 @@ impl Store {
         }
         match self {
             Store::Postgres(pool) => {
-                let mut buf = Vec::with_capacity(rows.len() * 256);
+                let mut buf = Vec::with_capacity(rows.iter().map(|r| r.message.len() + r.location.len() + 128).sum());
                 copy_rows(rows, &mut buf);
                 let mut conn = pool
                     .acquire()
