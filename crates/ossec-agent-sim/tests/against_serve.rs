@@ -1,0 +1,168 @@
+//! The simulator against the real collector (`ossec_collector::server`, in
+//! process, SQLite store): every event the simulator counts as sent is a row,
+//! every startup and keepalive is ACKed, nothing reconnects or fails.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ossec_agent_sim::{
+    generate_keys, run, CipherChoice, Flavor, SimConfig, Summary, TransportChoice,
+};
+use ossec_collector::config::ServeArgs;
+use ossec_proto::ClientKeys;
+use rand::SeedableRng;
+use sqlx::Connection;
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!(
+        "ossec-agent-sim-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    Dir(d)
+}
+
+/// Runs `tune(cfg)` against a fresh collector; returns the summary and the
+/// stored events per transport (after the collector's graceful shutdown).
+/// The collector gets its own runtime (two threads), as in production, so
+/// that busy simulated agents cannot starve it.
+fn against_serve(
+    name: &str,
+    agents: usize,
+    tune: impl FnOnce(&mut SimConfig),
+) -> (Summary, i64, i64) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let d = dir(name);
+    let keys_path = d.0.join("client.keys");
+    let text = generate_keys(agents, &mut rand::rngs::StdRng::seed_from_u64(11));
+    std::fs::write(&keys_path, &text).unwrap();
+    let db = d.0.join("events.db");
+    let url = format!("sqlite://{}", db.display());
+    let settings = ServeArgs {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        keys: Some(keys_path),
+        database_url: Some(url.clone()),
+        metrics_listen: Some("off".into()),
+        verify_counters: Some(true),
+        flush_interval_ms: Some(20),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let server_rt = runtime(2);
+    let running = server_rt
+        .block_on(ossec_collector::server::start(settings))
+        .unwrap();
+    let tcp = running.tcp_addr.unwrap();
+    assert_eq!(Some(tcp), running.udp_addr, "TCP and UDP share the port");
+
+    let keys = Arc::new(ClientKeys::parse(text.as_bytes()).unwrap());
+    let mut cfg = SimConfig::new(tcp, keys);
+    cfg.duration = Duration::from_secs(3);
+    cfg.keepalive = Duration::from_secs(1);
+    cfg.ack_timeout = Duration::from_secs(10);
+    cfg.ack_grace = Duration::from_secs(3);
+    cfg.stamp = true;
+    cfg.seed = 5;
+    tune(&mut cfg);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let summary = runtime(2).block_on(run(cfg, stop_rx)).unwrap();
+
+    server_rt.block_on(running.shutdown()).unwrap();
+    server_rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let count = |t: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE transport = ?")
+                .bind(t)
+        };
+        let tcp_rows = count("tcp").fetch_one(&mut c).await.unwrap();
+        let udp_rows = count("udp").fetch_one(&mut c).await.unwrap();
+        let stamped: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE message LIKE '%stamp=1%' OR message LIKE '%\"stamp\":1%'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(stamped, tcp_rows + udp_rows, "every event carries its stamp");
+        c.close().await.unwrap();
+        (summary, tcp_rows, udp_rows)
+    })
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn check(s: &Summary, tcp_rows: i64, udp_rows: i64) {
+    let json = serde_json::to_string_pretty(s).unwrap();
+    assert!(s.sent > 0, "{json}");
+    assert_eq!(s.sent_tcp as i64, tcp_rows, "TCP: rows == sent\n{json}");
+    assert_eq!(s.sent_udp as i64, udp_rows, "UDP: rows == sent\n{json}");
+    assert_eq!(s.sent, s.sent_tcp + s.sent_udp);
+    assert_eq!(s.agents_handshaken as usize, s.agents, "{json}");
+    // One startup per agent, then at least the first keepalive and one per second.
+    assert!(s.keepalives_sent >= 2 * s.agents as u64, "{json}");
+    assert_eq!(
+        s.acked, s.control_sent,
+        "every startup/keepalive ACKed\n{json}"
+    );
+    assert_eq!(s.missing_acks, 0, "{json}");
+    assert_eq!(s.reconnects, 0, "{json}");
+    assert_eq!(s.errors, 0, "{json}");
+    assert_eq!(s.replies_not_ack + s.replies_out_of_order, 0, "{json}");
+}
+
+#[test]
+fn wazuh_agents_over_tcp_and_udp() {
+    let (s, tcp_rows, udp_rows) = against_serve("wazuh", 8, |c| {
+        c.transport = TransportChoice::Mixed;
+        c.cipher = CipherChoice::Mixed;
+        c.eps = 400.0;
+    });
+    check(&s, tcp_rows, udp_rows);
+    assert!(tcp_rows > 0 && udp_rows > 0);
+    assert_eq!(s.shutdowns_sent, 8);
+}
+
+#[test]
+fn ossec_agents_over_udp() {
+    let (s, tcp_rows, udp_rows) = against_serve("ossec", 4, |c| {
+        c.flavor = Flavor::Ossec;
+        c.transport = TransportChoice::Udp;
+        c.cipher = CipherChoice::Mixed;
+        c.eps = 200.0;
+    });
+    check(&s, tcp_rows, udp_rows);
+    assert_eq!(tcp_rows, 0);
+    assert_eq!(s.shutdowns_sent, 0, "OSSEC agents never send shutdown");
+}
+
+/// As fast as possible over TCP: the collector applies backpressure and
+/// still stores every event.
+#[test]
+fn tcp_as_fast_as_possible_loses_nothing() {
+    let (s, tcp_rows, udp_rows) = against_serve("fast", 4, |c| {
+        c.transport = TransportChoice::Tcp;
+        c.eps = 0.0;
+        c.duration = Duration::from_secs(2);
+    });
+    check(&s, tcp_rows, udp_rows);
+    assert!(s.sent > 1000, "{}", s.sent);
+}
