@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Most events per store write [default: 10000].
     #[arg(long, env = "OSSEC_COLLECTOR_BATCH_SIZE", value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Batches written to the store at once [default: 2 for PostgreSQL, 1 for SQLite].
+    #[arg(long, env = "OSSEC_COLLECTOR_STORE_WRITERS", value_name = "N")]
+    pub store_writers: Option<usize>,
     /// Longest an event waits for its batch to fill, in milliseconds (at most 200) [default: 200].
     #[arg(long, env = "OSSEC_COLLECTOR_FLUSH_INTERVAL_MS", value_name = "MS")]
     pub flush_interval_ms: Option<u64>,
@@ -122,6 +125,7 @@ pub struct Settings {
     pub tcp_idle_timeout: Duration,
     pub queue_capacity: usize,
     pub batch_size: usize,
+    pub store_writers: usize,
     pub flush_interval: Duration,
     pub udp_workers: usize,
     pub metrics_listen: Option<SocketAddr>,
@@ -144,6 +148,7 @@ impl Default for Settings {
             tcp_idle_timeout: Duration::from_secs(900),
             queue_capacity: 200_000,
             batch_size: 10_000,
+            store_writers: 1,
             flush_interval: Duration::from_millis(200),
             udp_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -288,6 +293,13 @@ impl ServeArgs {
                 "flush_interval_ms {flush} must be within 1..=200"
             )));
         }
+        let store_writers = pick!(store_writers)
+            .unwrap_or(if database_url.starts_with("postgres") {
+                2
+            } else {
+                1
+            })
+            .clamp(1, 16);
         let s = Settings {
             listen: pick!(listen).unwrap_or(d.listen),
             udp: !pick!(no_udp).unwrap_or(false),
@@ -300,6 +312,7 @@ impl ServeArgs {
             tcp_idle_timeout: secs(pick!(tcp_idle_timeout), d.tcp_idle_timeout),
             queue_capacity: pick!(queue_capacity).unwrap_or(d.queue_capacity).max(1),
             batch_size: pick!(batch_size).unwrap_or(d.batch_size).max(1),
+            store_writers,
             flush_interval: Duration::from_millis(flush),
             udp_workers: pick!(udp_workers).unwrap_or(d.udp_workers).clamp(1, 64),
             metrics_listen,

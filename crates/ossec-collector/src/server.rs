@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ossec_proto::{ClientKeys, SenderCounter};
 use ossec_store::Store;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::agents::AgentTable;
@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::http::{self, HttpState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::writer::Writer;
+use crate::writer::{StateWriter, Writer};
 use crate::{tcp, udp};
 
 /// A running collector.
@@ -38,6 +38,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     give_up: watch::Sender<bool>,
     writer: JoinHandle<u64>,
+    state_writer: JoinHandle<()>,
+    state_done: oneshot::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
     reload: mpsc::UnboundedSender<()>,
@@ -148,14 +150,23 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         Writer {
             store: store.clone(),
             rx,
-            table: table.clone(),
-            ingest: ingest.clone(),
             metrics: metrics.clone(),
             batch_size: s.batch_size,
             flush_interval: s.flush_interval,
+            parallel: s.store_writers,
+        }
+        .run(give_up_rx.clone()),
+    );
+    let (state_done, state_done_rx) = oneshot::channel();
+    let state_writer = tokio::spawn(
+        StateWriter {
+            store: store.clone(),
+            table: table.clone(),
+            ingest: ingest.clone(),
+            metrics: metrics.clone(),
             disconnect_after: s.disconnect_after,
         }
-        .run(give_up_rx),
+        .run(state_done_rx, give_up_rx),
     );
 
     let (reload, reload_rx) = mpsc::unbounded_channel();
@@ -212,6 +223,8 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         shutdown,
         give_up,
         writer,
+        state_writer,
+        state_done,
         tasks,
         shutdown_timeout: s.shutdown_timeout,
         reload,
@@ -231,6 +244,8 @@ impl Running {
         let _ = self.shutdown.send(true);
         let Running {
             writer,
+            state_writer,
+            state_done,
             tasks,
             give_up,
             shutdown_timeout,
@@ -239,8 +254,9 @@ impl Running {
             ..
         } = self;
         let mut writer = writer;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         let stored_before = metrics.events_stored.load(Ordering::Relaxed);
-        let lost = match tokio::time::timeout(shutdown_timeout, &mut writer).await {
+        let lost = match tokio::time::timeout_at(deadline, &mut writer).await {
             Ok(r) => r.unwrap_or(0),
             Err(_) => {
                 let _ = give_up.send(true);
@@ -254,6 +270,14 @@ impl Running {
                 );
             }
         };
+        // Agent state and counters last, so they include the final events.
+        let _ = state_done.send(());
+        if tokio::time::timeout_at(deadline + Duration::from_secs(2), state_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("agent state could not be saved before the shutdown timeout");
+        }
         for t in tasks {
             t.abort();
         }
