@@ -682,11 +682,15 @@ impl Task {
                     }
                     acked = true;
                     self.stats().acks.fetch_add(1, Relaxed);
-                    // A control message older than one period with a newer
-                    // one behind it was lost (UDP) or never answered: do not
-                    // charge its age to this ACK.
-                    while self.outstanding.len() > 1
-                        && self.outstanding.front().is_some_and(|t| at - *t > stale)
+                    // UDP: a control message older than one period with a
+                    // newer one behind it was lost: do not charge its age to
+                    // this ACK. (TCP loses nothing: ACKs come in order.)
+                    while self.transport == Transport::Udp
+                        && self.outstanding.len() > 1
+                        && self
+                            .outstanding
+                            .front()
+                            .is_some_and(|t| at.saturating_duration_since(*t) > stale)
                     {
                         self.outstanding.pop_front();
                     }
@@ -910,10 +914,11 @@ impl Task {
                 }
             }
         }
-        if let Link::Tcp { stream, .. } = link {
+        if let Link::Tcp { stream, frames } = link {
             // Half-close, then read until the server closes: it has then
             // read (and queued) every frame. Closing with unread data would
             // send a RST and could discard what the server has not read yet.
+            // ACKs that arrive meanwhile (late, behind a backlog) still count.
             if stream.shutdown().await.is_err() {
                 self.stats().unclean_closes.fetch_add(1, Relaxed);
                 return;
@@ -923,7 +928,11 @@ impl Task {
                 tokio::select! {
                     r = stream.read(&mut self.buf) => match r {
                         Ok(0) => break,
-                        Ok(_) => {}
+                        Ok(n) => {
+                            if feed(frames, &self.buf[..n], &mut self.replies).is_ok() {
+                                self.process_replies();
+                            }
+                        }
                         Err(_) => { self.stats().unclean_closes.fetch_add(1, Relaxed); break }
                     },
                     _ = sleep_until(deadline) => {
