@@ -288,7 +288,11 @@ impl Store {
         }
         match self {
             Store::Postgres(pool) => {
-                let mut buf = Vec::with_capacity(rows.iter().map(|r| r.message.len() + r.location.len() + 128).sum());
+                let mut buf = Vec::with_capacity(
+                    rows.iter()
+                        .map(|r| r.message.len() + r.location.len() + 128)
+                        .sum(),
+                );
                 copy_rows(rows, &mut buf);
                 let mut conn = pool
                     .acquire()
