@@ -507,55 +507,6 @@ mod tests {
         assert!(b.check_reply(b"garbage").is_err());
     }
 
-    /// `cargo test --release -p ossec-agent-sim encode_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn encode_speed() {
-        let keys = keys(2);
-        let mix = Mix::default();
-        for (cipher, level) in [(Cipher::Aes, 9), (Cipher::Blowfish, 9), (Cipher::Aes, 1)] {
-            let mut a = Agent::new(keys.clone(), 0, Flavor::Wazuh, cipher, 1);
-            a.set_zlib_level(level);
-            let n = 20_000;
-            let t = std::time::Instant::now();
-            let mut bytes = 0;
-            for _ in 0..n {
-                bytes += a
-                    .next_event(&mix, 1_764_410_401_000_000, true)
-                    .unwrap()
-                    .1
-                    .len();
-            }
-            let el = t.elapsed();
-            if level == 9 {
-                let t = std::time::Instant::now();
-                for _ in 0..n {
-                    let mut text = String::new();
-                    let ctx = EventCtx {
-                        name: "sim-001",
-                        key_ip: "any",
-                        flavor: Flavor::Wazuh,
-                        now_us: 1_764_410_401_000_000,
-                        stamp: true,
-                    };
-                    let k = mix.pick(a.rng(), Flavor::Wazuh);
-                    events::build(k, &ctx, a.rng(), &mut text);
-                    a.seal_reference(text.as_bytes()).unwrap();
-                }
-                eprintln!(
-                    "{cipher:?} with ossec_proto::encode: {:.1} µs/event",
-                    t.elapsed().as_secs_f64() * 1e6 / n as f64
-                );
-            }
-            eprintln!(
-                "{cipher:?} level {level}: {:.1} µs/event, {:.0} events/s/core, {} B average on the wire",
-                el.as_secs_f64() * 1e6 / n as f64,
-                n as f64 / el.as_secs_f64(),
-                bytes / n
-            );
-        }
-    }
-
     #[test]
     fn generated_keys_parse() {
         let text = generate_keys(1200, &mut SmallRng::seed_from_u64(1));
