@@ -1,75 +1,30 @@
-//! A cheap `CreateSecMSG` for the simulator: the same bytes as
-//! `ossec_proto::encode`, without its per-message setup.
-//!
-//! `ossec_proto::encode` builds a new zlib compressor for every message,
-//! which allocates and zeroes ~300 KB of deflate state: a quarter of the
-//! time of sealing a 1 KB event (PROTOCOL.md §3.1 step 5). Here one
-//! compressor per thread is reset and reused, the inner message and the
-//! zlib output go to reusable buffers, and the cipher key schedules are
-//! built once per agent. The tests check byte equality with
-//! `ossec_proto::encode` for both ciphers, both AES variants and with and
-//! without `!ID!`, and that the collector's `Decoder` opens the result.
+//! Sealing the simulator's messages: `ossec_proto::encode_with_level`, the
+//! library's own `CreateSecMSG`, so that the load generator sends exactly
+//! what the protocol code produces (with a choice of zlib level, to spend
+//! less CPU than the server it measures). `SealKey` remembers which cipher
+//! the agent uses so that a message cannot be sealed with the other one.
 
-use std::cell::RefCell;
-use std::io::Write as _;
-
-use aes::cipher::block_padding::{NoPadding, Pkcs7};
-use aes::cipher::{BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit};
-use flate2::{Compress, Compression, FlushCompress, Status};
-use md5::{Digest, Md5};
-use ossec_proto::codec::{AES_FIXED_IV, AES_MARKER, BLOWFISH_IV, MAX_PAYLOAD};
+use ossec_proto::codec::encode_with_level;
 use ossec_proto::{AgentKey, Header, Reject, RejectKind, Sealing};
 
-type Aes256CbcEnc = cbc::Encryptor<aes::Aes256Enc>;
-type BlowfishCbcEnc = cbc::Encryptor<blowfish::Blowfish>;
-
-/// One agent's prepared cipher (only the one it uses).
-pub enum SealKey {
-    /// The 32 ASCII bytes of the AES key; the schedule is expanded per
-    /// message (a few dozen ns), which keeps 10,000 agents small.
-    Aes([u8; 32]),
-    /// Blowfish's schedule is expensive to build: kept (4 KB).
-    Blowfish(Box<blowfish::Blowfish>),
+/// One agent's key and the cipher it uses.
+pub struct SealKey {
+    key: AgentKey,
+    blowfish: bool,
 }
 
 impl SealKey {
     pub fn new(key: &AgentKey, blowfish: bool) -> Self {
-        let m = key.material();
-        if blowfish {
-            match blowfish::Blowfish::new_from_slice(m) {
-                Ok(b) => SealKey::Blowfish(Box::new(b)),
-                Err(_) => unreachable!("47 bytes is a valid Blowfish key length"),
-            }
-        } else {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&m[..32]);
-            SealKey::Aes(k)
+        SealKey {
+            key: key.clone(),
+            blowfish,
         }
     }
 }
 
-struct Scratch {
-    compress: Compress,
-    level: u32,
-    inner: Vec<u8>,
-    z: Vec<u8>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
-}
-
-fn hex_lower(bytes: &[u8], out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[(b >> 4) as usize];
-        out[2 * i + 1] = HEX[(b & 0x0f) as usize];
-    }
-}
-
-/// Seals `payload` exactly like `ossec_proto::encode(key, sealing, id_prefix,
-/// header, payload)` when `level` is 9 (the level of real agents and of
-/// `encode`); other levels give other, equally valid, zlib bytes.
+/// Seals `payload` like `ossec_proto::encode(key, sealing, id_prefix,
+/// header, payload)`, byte for byte when `level` is 9 (the level of real
+/// agents); other levels give other, equally valid, zlib bytes.
 pub fn seal(
     key: &SealKey,
     sealing: Sealing,
@@ -78,100 +33,13 @@ pub fn seal(
     payload: &[u8],
     level: u32,
 ) -> Result<Vec<u8>, Reject> {
-    if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+    if key.blowfish != (sealing == Sealing::Blowfish) {
         return Err(Reject::new(
-            RejectKind::Size,
-            format!(
-                "payload of {} bytes is outside 1..={MAX_PAYLOAD}",
-                payload.len()
-            ),
+            RejectKind::Format,
+            "the agent's prepared key is for the other cipher",
         ));
     }
-    match (key, sealing) {
-        (SealKey::Aes(_), Sealing::AesFixed | Sealing::AesRandom(_))
-        | (SealKey::Blowfish(_), Sealing::Blowfish) => {}
-        _ => {
-            return Err(Reject::new(
-                RejectKind::Format,
-                "the agent's prepared key is for the other cipher",
-            ))
-        }
-    }
-    SCRATCH.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let s = match &mut *cell {
-            Some(s) if s.level == level => s,
-            slot => slot.insert(Scratch {
-                compress: Compress::new(Compression::new(level), true),
-                level,
-                inner: Vec::with_capacity(8192),
-                z: Vec::with_capacity(8192),
-            }),
-        };
-        // md5hex(BODY) || BODY, BODY = "%05hu%010u:%04u:" || payload.
-        s.inner.clear();
-        s.inner.extend_from_slice(&[0u8; 32]);
-        let _ = write!(
-            s.inner,
-            "{:05}{:010}:{:04}:",
-            header.rand, header.global_counter, header.local_counter
-        );
-        s.inner.extend_from_slice(payload);
-        let digest = Md5::digest(&s.inner[32..]);
-        hex_lower(&digest, &mut s.inner[..32]);
-        // zlib, reusing the compressor.
-        s.compress.reset();
-        s.z.clear();
-        s.z.reserve(s.inner.len() + s.inner.len() / 8 + 64);
-        loop {
-            let before = s.compress.total_in() as usize;
-            let st = s
-                .compress
-                .compress_vec(&s.inner[before..], &mut s.z, FlushCompress::Finish)
-                .map_err(|_| Reject::new(RejectKind::Format, "zlib compression failed"))?;
-            match st {
-                Status::StreamEnd => break,
-                _ => s.z.reserve(4096),
-            }
-        }
-        let z = &s.z;
-        let pad = 8 - z.len() % 8;
-        let mut wire = Vec::with_capacity(z.len() + 64);
-        if let Some(id) = id_prefix {
-            wire.push(b'!');
-            wire.extend_from_slice(id.as_bytes());
-            wire.push(b'!');
-        }
-        match sealing {
-            Sealing::Blowfish => wire.push(b':'),
-            _ => wire.extend_from_slice(AES_MARKER),
-        }
-        if let Sealing::AesRandom(iv) = sealing {
-            wire.extend_from_slice(&iv);
-        }
-        let start = wire.len();
-        wire.resize(start + pad, b'!');
-        wire.extend_from_slice(z);
-        let plain_len = wire.len() - start;
-        match key {
-            SealKey::Blowfish(bf) => {
-                let enc = BlowfishCbcEnc::inner_iv_init((**bf).clone(), &BLOWFISH_IV.into());
-                // The `!` padding made the length a multiple of 8.
-                let _ = enc.encrypt_padded_mut::<NoPadding>(&mut wire[start..], plain_len);
-            }
-            SealKey::Aes(k) => {
-                let iv = match sealing {
-                    Sealing::AesRandom(iv) => iv,
-                    _ => AES_FIXED_IV,
-                };
-                wire.resize(start + (plain_len / 16 + 1) * 16, 0);
-                let enc = Aes256CbcEnc::new(k.into(), &iv.into());
-                // Room for the full PKCS#7 block was made above.
-                let _ = enc.encrypt_padded_mut::<Pkcs7>(&mut wire[start..], plain_len);
-            }
-        }
-        Ok(wire)
-    })
+    encode_with_level(&key.key, sealing, id_prefix, header, payload, level)
 }
 
 #[cfg(test)]

@@ -520,14 +520,16 @@ fn inner_message(header: Header, payload: &[u8]) -> Vec<u8> {
 }
 
 thread_local! {
-    /// Deflate state reused across messages: building one allocates and
-    /// initialises hundreds of kilobytes, far more work than a small message.
-    static DEFLATE: std::cell::RefCell<flate2::Compress> =
-        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::best(), true));
+    /// Deflate state reused across messages (with its level): building one
+    /// allocates and initialises hundreds of kilobytes, far more work than
+    /// a small message.
+    static DEFLATE: std::cell::RefCell<Option<(u32, flate2::Compress)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// zlib (RFC 1950) at level 9, as `compress2(Z_BEST_COMPRESSION)` makes it.
-fn deflate(input: &[u8]) -> Vec<u8> {
+/// zlib (RFC 1950) at `level`; level 9 is what `compress2(Z_BEST_COMPRESSION)`
+/// of real agents makes.
+fn deflate(input: &[u8], level: u32) -> Vec<u8> {
     let run = |c: &mut flate2::Compress| {
         c.reset();
         // compressBound plus room; grown if ever short.
@@ -542,12 +544,17 @@ fn deflate(input: &[u8]) -> Vec<u8> {
             }
         }
     };
-    DEFLATE.with(|c| match c.try_borrow_mut() {
-        Ok(mut c) => run(&mut c),
-        Err(_) => run(&mut flate2::Compress::new(
-            flate2::Compression::best(),
-            true,
-        )),
+    let level = level.min(9);
+    let fresh = || flate2::Compress::new(flate2::Compression::new(level), true);
+    DEFLATE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let c = match &mut *slot {
+                Some((l, c)) if *l == level => c,
+                other => &mut other.insert((level, fresh())).1,
+            };
+            run(c)
+        }
+        Err(_) => run(&mut fresh()),
     })
 }
 
@@ -560,6 +567,19 @@ pub fn encode(
     id_prefix: Option<&str>,
     header: Header,
     payload: &[u8],
+) -> Result<Vec<u8>, Reject> {
+    encode_with_level(key, sealing, id_prefix, header, payload, 9)
+}
+
+/// [`encode`] with another zlib level (0..=9). Receivers accept any level;
+/// the load generator uses a low one to spend less CPU than the server.
+pub fn encode_with_level(
+    key: &AgentKey,
+    sealing: Sealing,
+    id_prefix: Option<&str>,
+    header: Header,
+    payload: &[u8],
+    zlib_level: u32,
 ) -> Result<Vec<u8>, Reject> {
     if payload.is_empty() || payload.len() > MAX_PAYLOAD {
         return Err(Reject::new(
@@ -581,7 +601,7 @@ pub fn encode(
         ));
     }
     let inner = inner_message(header, payload);
-    let z = deflate(&inner);
+    let z = deflate(&inner, zlib_level);
     let pad = 8 - z.len() % 8;
     let mut wire = Vec::with_capacity(z.len() + 48);
     if let Some(id) = id_prefix {
