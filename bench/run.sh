@@ -5,6 +5,7 @@
 #                [--no-build] [--doc FILE|none] [--perf] [--keep] [--wait-idle]
 #                [--pg-setup SQL]
 #   bench/run.sh --scenario custom [--agents N] [options] -- SIMULATOR OPTIONS
+#   bench/run.sh --render target/bench/<time> [--scenario S]   (rewrite docs from saved results)
 #
 # For every case: builds the release binaries, creates a fresh PostgreSQL
 # database, writes client.keys with the simulator, starts `ossec-collector
@@ -54,6 +55,7 @@ DOC=default
 PERF=0
 KEEP=0
 AGENTS=100
+RENDER=""
 CUSTOM_ARGS=()
 WAIT_IDLE=0
 PG_SETUP=""
@@ -74,6 +76,7 @@ while [ $# -gt 0 ]; do
         --wait-idle) WAIT_IDLE=1; shift ;;
         --pg-setup) PG_SETUP=${2:?--pg-setup needs SQL}; shift 2 ;;
         --agents) AGENTS=${2:?--agents needs a number}; shift 2 ;;
+        --render) RENDER=${2:?--render needs a results directory}; shift 2 ;;
         --) shift; CUSTOM_ARGS=("$@"); break ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -101,10 +104,18 @@ if [ "$PERF" = 1 ]; then command -v perf >/dev/null || die "--perf needs perf"; 
 
 SIM="$ROOT/target/release/ossec-agent-sim"
 COL="$ROOT/target/release/ossec-collector"
-OUT="$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
 CLK=$(getconf CLK_TCK)
 now_ms() { date +%s%3N; }
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$ROOT" diff --quiet HEAD -- crates migrations Cargo.lock 2>/dev/null; then
+    COMMIT="$COMMIT+local changes"
+fi
+
+if [ -n "$RENDER" ]; then
+    OUT=$(cd "$RENDER" && pwd) || die "no results directory $RENDER"
+else
+OUT="$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
 
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
@@ -119,6 +130,7 @@ cp "$SIM" "$COL" "$OUT/bin/"
 SIM="$OUT/bin/ossec-agent-sim"
 COL="$OUT/bin/ossec-collector"
 psql -d postgres -Atqc 'select 1' >/dev/null 2>&1 || die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as $PGUSER"
+fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -184,7 +196,7 @@ machine_json() {
     pgv=$(psql -d postgres -XAtqc 'show server_version')
     jq -n --arg nproc "$(nproc)" --arg model "$model" --arg mem "$mem" --arg pg "$pgv" \
         --arg kernel "$(uname -r)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
-        --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        --arg commit "$COMMIT" \
         --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
         '{nproc: ($nproc|tonumber), cpu: $model, ram: $mem, postgresql: $pg, kernel: $kernel,
           loadavg_before: $load, commit: $commit, date: $date}'
@@ -195,16 +207,21 @@ machine_json() {
 # With --wait-idle, a case during which other processes used more than 0.15
 # of a core on average is run again (at most 3 times in all).
 run_case() {
-    local attempt
+    local attempt best="" others
     for attempt in 1 2 3; do
         run_case_once "$@"
         [ "$WAIT_IDLE" = 1 ] || return 0
-        if [ "$(jq -r '(.others_cpu_s // 0) / (.wall_s // 1) > 0.15' "$OUT/$1.json")" != true ]; then
-            return 0
+        others=$(jq -r '(.others_cpu_s // 0) / (.wall_s // 1)' "$OUT/$1.json")
+        # Keep the least disturbed attempt.
+        if [ -z "$best" ] || awk -v a="$others" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+            best=$others
+            rm -rf "$OUT/$1.best"; cp -r "$OUT/$1" "$OUT/$1.best"; cp "$OUT/$1.json" "$OUT/$1.best.json"
         fi
+        if awk -v a="$others" 'BEGIN { exit !(a <= 0.15) }'; then break; fi
         log "$1: other processes used $(jq -r .others_cpu_s "$OUT/$1.json") s of CPU during the run (attempt $attempt of 3)"
         [ "$attempt" = 3 ] || wait_idle
     done
+    rm -rf "$OUT/$1"; mv "$OUT/$1.best" "$OUT/$1"; mv "$OUT/$1.best.json" "$OUT/$1.json"
 }
 
 run_case_once() {
@@ -459,9 +476,11 @@ row count has been stable for 2 s; *latency* is the time between the send stamp 
 every 50th event and the first 100 ms poll that sees its row (so it includes up to ~100 ms
 of polling delay); *CPU* is the collector's utime+stime over the run (including the drain)
 divided by the wall time; *peak RSS* is VmHWM; PostgreSQL CPU is that of every postgres
-process on the machine. The simulator, PostgreSQL
-and the collector share the same machine, so every figure is for the three of them
-competing for the same cores; *others* is the CPU the rest of the machine used meanwhile.
+process on the machine. The simulator, PostgreSQL and the collector share the same
+machine, so every figure is for the three of them competing for the same cores; *others*
+is the CPU the rest of the machine used meanwhile (with `--wait-idle` a case is repeated
+when that exceeds 0.15 of a core). Even so, runs on a shared VM vary from one to the next
+by up to a quarter.
 Raw results of every run (JSON, logs, perf data) are kept in `target/bench/<time>/`.
 
 The simulator can also be run by hand against any collector, e.g.
@@ -506,6 +525,7 @@ fmt() { jq -r "$1" "$2"; }
 # ---------------------------------------------------------------- scenarios
 
 scenario_throughput() {
+    echo "$MACHINE" >"$OUT/throughput.machine.json"
     local d=${DURATION:-60}
     # Twice: zlib level 9 like real agents, and level 1, which halves the
     # simulator's CPU (it shares the machine with the collector and PostgreSQL).
@@ -513,7 +533,12 @@ scenario_throughput() {
     PERF_AT=$(awk -v d="$d" 'BEGIN { a = d / 3; if (a > 20) a = 20; printf "%d", a }')
     run_case throughput-z1 100 "" --transport tcp --eps 0 --duration "$d" --keepalive 20 --zlib-level 1
     PERF_AT=""
-    local a="$OUT/throughput-z9.json" b="$OUT/throughput-z1.json" body="$OUT/throughput.md"
+    render_throughput
+}
+
+render_throughput() {
+    local a="$OUT/throughput-z9.json" b="$OUT/throughput-z1.json" body="$OUT/throughput.md" d
+    d=$(jq -r '.summary.duration_s | round' "$a")
     row() { # row LABEL JQ-EXPRESSION
         printf '| %s | %s | %s |\n' "$1" "$(jq -r "$2" "$a")" "$(jq -r "$2" "$b")"
     }
@@ -527,19 +552,20 @@ scenario_throughput() {
         echo "|---|---|---|"
         row "**committed events/s** (steady state)" '"**\(.rate.sustained_eps)** (\(.rate.window_s) s window; 1 s rates \(.rate.min_1s_eps)–\(.rate.max_1s_eps))"'
         row "sent by the simulator" '"\(.summary.sent) in \(.summary.duration_s) s (\(.summary.achieved_eps)/s), \(.summary.bytes_sent / 1048576 | floor) MiB"'
+        row "what limited the rate" 'if .summary.achieved_eps > 1.1 * (.rate.sustained_eps // 0) then "the collector and PostgreSQL: the simulator sent faster, the excess waited in the collector queue and the socket buffers (TCP backpressure)" else "the simulator: everything sent was committed as it came" end'
         row "stored / **lost** (TCP)" '"\(.stored.tcp) / **\(.lost.tcp)**"'
         row "latency send → row p50 / p99 / max" '"\(.latency.p50_ms) / \(.latency.p99_ms) / \(.latency.max_ms) ms"'
         row "drain after the simulator stopped" '"\(.drain_s) s"'
         row "collector CPU" '"\(.collector.cpu_s) s = \(.collector.cpu_cores) cores; \(.collector.cpu_us_per_event) µs per event"'
         row "collector peak RSS" '"\(.collector.peak_rss_mb) MB (idle \(.collector.idle_rss_mb) MB)"'
-        row "store batches" '"\(.collector.batches) × \(.collector.avg_batch_rows) rows, \(.collector.avg_batch_write_ms) ms each; writing \(.collector.batch_write_busy_pct) % of the time"'
+        row "store batches" '"\(.collector.batches) × \(.collector.avg_batch_rows) rows, \(.collector.avg_batch_write_ms) ms each; \(.collector.batch_write_busy_pct / 100) writes in flight on average"'
         row "CPU: simulator / PostgreSQL / others" '"\(.simulator.cpu_s) s / \(.postgres_cpu_s) s / \(.others_cpu_s) s (machine \(.machine_busy_pct) % busy)"'
         row "ACKs (startup, keepalives)" '"\(.summary.acked) of \(.summary.control_sent), p50 / p99 \(.summary.ack_latency_p50_ms) / \(.summary.ack_latency_p99_ms | . * 10 | round / 10) ms; reconnects \(.summary.reconnects), errors \(.summary.errors)"'
         echo
-        echo "The database is the limit: the simulator sends faster than events are committed, TCP"
+        echo "When the simulator sends faster than events are committed, nothing is lost: TCP"
         echo "backpressure holds the excess in the collector's queue (200,000 events) and the socket"
-        echo "buffers, so latency is that backlog; nothing is lost. A keepalive waits behind the events"
-        echo "sent before it on its connection, so ACKs are as late as the backlog too."
+        echo "buffers, and the latency is that backlog. A keepalive waits behind the events sent before"
+        echo "it on its connection, so its ACK is as late as the backlog too."
         if [ -s "$OUT/throughput-z1/perf-self.txt" ]; then
             echo
             echo "Collector profile during the level 1 run (\`perf record -g -p <pid>\`, 10 s mid-run, self time):"
@@ -561,10 +587,16 @@ scenario_throughput() {
 }
 
 scenario_fleet() {
+    echo "$MACHINE" >"$OUT/fleet.machine.json"
     local d=${DURATION:-60}
     run_case fleet 10000 "" --transport tcp --eps 10000 --duration "$d" --keepalive 20 \
         --source-ips 127.1.0.0/16 --ramp-up 5
-    local r="$OUT/fleet.json" body="$OUT/fleet.md"
+    render_fleet
+}
+
+render_fleet() {
+    local r="$OUT/fleet.json" body="$OUT/fleet.md" d
+    d=$(jq -r '.summary.duration_s | round' "$r")
     {
         machine_line
         echo
@@ -589,6 +621,7 @@ scenario_fleet() {
 }
 
 scenario_udp() {
+    echo "$MACHINE" >"$OUT/udp.machine.json"
     local d=${DURATION:-30} eps lost=0 lossy=0 short=0
     : >"$OUT/udp-steps.jsonl"
     udp_step() {
@@ -614,6 +647,13 @@ scenario_udp() {
         [ "$lossy" -ge 3 ] || [ "$short" -ge 2 ] && break
     done
     jq -s 'sort_by(.target_eps)' "$OUT/udp-steps.jsonl" >"$OUT/udp.json"
+    render_udp
+}
+
+render_udp() {
+    local d first
+    first=$(ls "$OUT"/udp-*.json | grep -v 'udp-steps' | head -1)
+    d=$(jq -r '.summary.duration_s | round' "$first")
     local lossless sustainable
     lossless=$(jq -r 'map(select(.lost <= 0)) | max_by(.achieved_eps) // {} | .achieved_eps // "none"' "$OUT/udp.json")
     sustainable=$(jq -r 'map(select(.sustainable)) | max_by(.achieved_eps) // {} | .achieved_eps // "none"' "$OUT/udp.json")
@@ -668,6 +708,19 @@ scenario_smoke() {
     if [ "$fail" = 1 ]; then log "smoke: FAILED ($OUT)"; exit 1; fi
     log "smoke: OK"
 }
+
+if [ -n "$RENDER" ]; then
+    for sc in throughput fleet udp; do
+        case "$SCENARIO" in "$sc"|all) ;; *) continue ;; esac
+        case "$sc" in
+            throughput) [ -f "$OUT/throughput-z9.json" ] && [ -f "$OUT/throughput-z1.json" ] || continue ;;
+            *) [ -f "$OUT/$sc.json" ] || continue ;;
+        esac
+        MACHINE=$(cat "$OUT/$sc.machine.json" 2>/dev/null || cat "$OUT/machine.json")
+        "render_$sc"
+    done
+    exit 0
+fi
 
 MACHINE=$(machine_json)
 echo "$MACHINE" >"$OUT/machine.json"
