@@ -160,9 +160,22 @@ async fn connection(
                         let _ = frame::encode_frame(&reply, &mut replies);
                     }
                     if let Some(ev) = out.event {
-                        // Backpressure: wait for room rather than drop.
-                        if tx.send(ev).await.is_err() {
-                            break 'conn CloseReason::Shutdown;
+                        // Backpressure: wait for room rather than drop; but first
+                        // send the ACKs already due, so agents do not time out.
+                        let ev = match tx.try_send(ev) {
+                            Ok(()) => None,
+                            Err(mpsc::error::TrySendError::Full(ev)) => Some(ev),
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                break 'conn CloseReason::Shutdown
+                            }
+                        };
+                        if let Some(ev) = ev {
+                            if flush(&mut stream, &mut replies, ingest).await.is_err() {
+                                break 'conn CloseReason::IoError;
+                            }
+                            if tx.send(ev).await.is_err() {
+                                break 'conn CloseReason::Shutdown;
+                            }
                         }
                         ingest.metrics.events_queued.fetch_add(1, Ordering::Relaxed);
                     }
