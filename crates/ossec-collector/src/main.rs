@@ -4,6 +4,12 @@
 
 use std::path::PathBuf;
 
+/// mimalloc: every event is a few allocations freed on another thread (the
+/// store writer); glibc's malloc spent a third of the collector's CPU on
+/// that pattern in the benchmark profile (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use ossec_collector::config::{LogFormat, ServeArgs};
 use ossec_collector::tools;
