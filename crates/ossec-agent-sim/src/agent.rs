@@ -174,6 +174,13 @@ impl Agent {
         self.counter
     }
 
+    /// Sets the counters of the last message sealed (the next message gets
+    /// the following ones); used to keep live messages between pre-sealed
+    /// ones ([`crate::preseal`]).
+    pub fn set_counter(&mut self, c: SenderCounter) {
+        self.counter = c;
+    }
+
     pub fn rng(&mut self) -> &mut SmallRng {
         &mut self.rng
     }

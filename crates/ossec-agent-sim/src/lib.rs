@@ -7,6 +7,8 @@
 //! * [`events`]: the realistic event mix (sshd/sudo syslog, FIM JSON,
 //!   Windows eventchannel JSON, rootcheck), 100 B to 4 KB, with the optional
 //!   `stamp=<µs>` marker used to measure latency from the store;
+//! * [`preseal`]: events sealed before the run (`--preseal`), so that the
+//!   load generator spends almost no CPU while it measures a server;
 //! * [`seal`]: `CreateSecMSG` with reused zlib state, byte-identical to
 //!   `ossec_proto::encode` (which builds a compressor per message);
 //! * [`sim`]: the tokio runtime side — one task per agent, rate schedule,
@@ -14,6 +16,7 @@
 
 pub mod agent;
 pub mod events;
+pub mod preseal;
 pub mod seal;
 pub mod sim;
 

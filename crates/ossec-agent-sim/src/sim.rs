@@ -31,6 +31,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::agent::{Agent, Flavor};
 use crate::events::{EventKind, Mix};
+use crate::preseal::{self, seq_of, Presealed};
 
 /// Startup messages sent on one connection before reconnecting.
 pub const STARTUP_TRIES: u32 = 5;
@@ -171,6 +172,9 @@ pub struct SimConfig {
     pub mix: Mix,
     /// zlib level of every message (real agents: 9).
     pub zlib_level: u32,
+    /// Events to seal before the run, over all agents (0: seal every event
+    /// when it is sent). See [`crate::preseal`].
+    pub preseal: u64,
     pub seed: u64,
     /// Progress line on stderr every so often.
     pub progress: Option<Duration>,
@@ -199,6 +203,7 @@ impl SimConfig {
             stamp: false,
             mix: Mix::default(),
             zlib_level: 9,
+            preseal: 0,
             seed: rand::random(),
             progress: None,
         }
@@ -250,6 +255,9 @@ pub struct Stats {
     pub unclean_closes: AtomicU64,
     pub agents_handshaken: AtomicU64,
     pub connected: AtomicI64,
+    pub presealed_sent: AtomicU64,
+    pub presealed_skipped: AtomicU64,
+    pub presealed_exhausted: AtomicU64,
     ack_max_us: AtomicU64,
     ack_hist: Box<[AtomicU64]>,
 }
@@ -279,6 +287,9 @@ impl Default for Stats {
             unclean_closes: Default::default(),
             agents_handshaken: Default::default(),
             connected: Default::default(),
+            presealed_sent: Default::default(),
+            presealed_skipped: Default::default(),
+            presealed_exhausted: Default::default(),
             ack_max_us: Default::default(),
             ack_hist: (0..HIST_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -375,6 +386,33 @@ pub struct Summary {
     pub agents_handshaken: u64,
     pub stamp: bool,
     pub zlib_level: u32,
+    /// `--preseal`: events sealed before the run, how many of them were
+    /// sent, how many were skipped (their counter went to a live message;
+    /// never sent), how many agents used all theirs up before the end (and
+    /// then sent no more events), and the seconds and bytes the sealing took.
+    pub presealed: u64,
+    pub presealed_sent: u64,
+    pub presealed_skipped: u64,
+    pub presealed_exhausted_agents: u64,
+    pub preseal_s: f64,
+    /// CPU the whole process had used when the pre-sealing ended (to take
+    /// off the simulator's CPU over the run).
+    pub preseal_cpu_s: f64,
+    pub preseal_mib: f64,
+}
+
+/// User + system CPU seconds of this process so far.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct passed.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return 0.0;
+        }
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 fn now_us() -> i64 {
@@ -484,14 +522,36 @@ impl Link {
         out: &mut Vec<Received>,
     ) -> io::Result<usize> {
         match self {
-            Link::Tcp { stream, frames } => {
+            Link::Tcp { .. } => {
                 let mut data = Vec::with_capacity(wires.iter().map(|w| w.len() + 4).sum());
                 for w in wires {
                     encode_frame(w, &mut data)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 }
+                self.send_frames(&data, buf, out).await
+            }
+            Link::Udp(s) => {
+                let mut total = 0;
+                for w in wires {
+                    total += s.send(w).await?;
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Sends messages that are already TCP-framed (back to back): on TCP in
+    /// one write, on UDP one datagram each.
+    async fn send_frames(
+        &mut self,
+        data: &[u8],
+        buf: &mut [u8],
+        out: &mut Vec<Received>,
+    ) -> io::Result<usize> {
+        match self {
+            Link::Tcp { stream, frames } => {
                 let (mut rd, mut wr) = stream.split();
-                let write = wr.write_all(&data);
+                let write = wr.write_all(data);
                 tokio::pin!(write);
                 loop {
                     tokio::select! {
@@ -506,8 +566,8 @@ impl Link {
             }
             Link::Udp(s) => {
                 let mut total = 0;
-                for w in wires {
-                    total += s.send(w).await?;
+                for m in preseal::messages(data) {
+                    total += s.send(m).await?;
                 }
                 Ok(total)
             }
@@ -555,6 +615,10 @@ struct Task {
     buf: Box<[u8]>,
     stop: watch::Receiver<bool>,
     handshaken: bool,
+    /// `--preseal`: this agent's pre-sealed events.
+    preseal: Option<Presealed>,
+    /// Its pre-sealed events are used up.
+    exhausted: bool,
 }
 
 struct Shared {
@@ -572,6 +636,16 @@ impl Task {
     }
 
     async fn run(mut self, start_delay: Duration) {
+        self.connect_loop(start_delay).await;
+        if let Some(p) = self.preseal.take() {
+            self.sh
+                .stats
+                .presealed_skipped
+                .fetch_add(p.skipped(), Relaxed);
+        }
+    }
+
+    async fn connect_loop(&mut self, start_delay: Duration) {
         tokio::select! {
             _ = sleep(start_delay) => {}
             _ = self.stop.changed() => return,
@@ -620,6 +694,7 @@ impl Task {
             "startup" => self.agent.startup(),
             _ => self.agent.keepalive(Some(local)),
         };
+        self.sync_preseal();
         match r {
             Ok(w) => Some(w),
             Err(e) => {
@@ -650,6 +725,14 @@ impl Task {
                 self.io_error(&e);
                 false
             }
+        }
+    }
+
+    /// After a message was sealed live: pre-sealed events whose counters it
+    /// used are skipped, so the server keeps seeing increasing counters.
+    fn sync_preseal(&mut self) {
+        if let Some(p) = &mut self.preseal {
+            p.skip_used(seq_of(self.agent.counter()));
         }
     }
 
@@ -800,7 +883,9 @@ impl Task {
                 }
                 continue;
             }
-            let due = if unlimited {
+            let due = if self.exhausted {
+                0
+            } else if unlimited {
                 BATCH as u64
             } else if now >= ev_start {
                 let should = (now - ev_start).as_secs_f64() * self.rate;
@@ -810,7 +895,7 @@ impl Task {
             };
             if due > 0 {
                 let n = due.min(BATCH as u64) as usize;
-                if !self.send_events(link, n, None).await {
+                if !self.send_mix(link, n).await {
                     return End::Reconnect;
                 }
                 ev_sent += n as u64;
@@ -844,7 +929,66 @@ impl Task {
         }
     }
 
-    /// Builds and sends `n` events (of the mix, or all of `kind`).
+    /// Sends `n` events of the mix: sealed now, or with `--preseal` the
+    /// next pre-sealed ones (with `--stamp`, a live stamped event after
+    /// every [`preseal::STAMP_EVERY`]). An agent whose pre-sealed events are
+    /// used up sends no more events (it stays connected), so that sealing
+    /// never takes CPU from the server during a run.
+    async fn send_mix(&mut self, link: &mut Link, n: usize) -> bool {
+        let Some(p) = self.preseal.as_mut() else {
+            return self.send_events(link, n, None).await;
+        };
+        if p.remaining() == 0 {
+            if !self.exhausted {
+                self.exhausted = true;
+                self.sh.stats.presealed_exhausted.fetch_add(1, Relaxed);
+            }
+            return true;
+        }
+        let (frames, kinds) = p.peek(n);
+        let k = kinds.len();
+        let before = p.position();
+        match link
+            .send_frames(frames, &mut self.buf, &mut self.replies)
+            .await
+        {
+            Ok(bytes) => {
+                let stats = &self.sh.stats;
+                let framing = if self.transport == Transport::Tcp {
+                    0
+                } else {
+                    4
+                };
+                for &kind in kinds {
+                    stats.by_kind[kind.index()].fetch_add(1, Relaxed);
+                }
+                stats.sent.fetch_add(k as u64, Relaxed);
+                match self.transport {
+                    Transport::Tcp => &stats.sent_tcp,
+                    Transport::Udp => &stats.sent_udp,
+                }
+                .fetch_add(k as u64, Relaxed);
+                stats
+                    .bytes_sent
+                    .fetch_add((bytes - framing * k) as u64, Relaxed);
+                stats.presealed_sent.fetch_add(k as u64, Relaxed);
+                let last = p.advance(k);
+                self.agent.set_counter(last);
+            }
+            Err(e) => {
+                self.io_error(&e);
+                self.stats().reconnects.fetch_add(1, Relaxed);
+                return false;
+            }
+        }
+        let stamped = (before + 1..=before + k).any(Presealed::stamp_after);
+        if self.sh.cfg.stamp && stamped {
+            return self.send_events(link, 1, None).await;
+        }
+        true
+    }
+
+    /// Builds, seals and sends `n` events (of the mix, or all of `kind`).
     async fn send_events(&mut self, link: &mut Link, n: usize, kind: Option<EventKind>) -> bool {
         let stamp = self.sh.cfg.stamp;
         let mut wires = Vec::with_capacity(n);
@@ -866,6 +1010,7 @@ impl Task {
                 }
             }
         }
+        self.sync_preseal();
         match link.send(&wires, &mut self.buf, &mut self.replies).await {
             Ok(_) => {
                 let frame = if self.transport == Transport::Tcp {
@@ -967,17 +1112,50 @@ pub async fn run(cfg: SimConfig, mut stop: watch::Receiver<bool>) -> anyhow::Res
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut seeds = SmallRng::seed_from_u64(cfg.seed);
+    let mut agents: Vec<Agent> = (0..n)
+        .map(|i| {
+            let mut agent = Agent::new(
+                cfg.keys.clone(),
+                i,
+                cfg.flavor,
+                cfg.cipher_of(i),
+                seeds.gen(),
+            );
+            agent.set_zlib_level(cfg.zlib_level);
+            agent
+        })
+        .collect();
+    let (mut streams, preseal_s, preseal_mib) = if cfg.preseal > 0 {
+        let per_agent = cfg.preseal.div_ceil(n as u64) as usize;
+        let t = Instant::now();
+        let mix = cfg.mix;
+        let (agents_back, streams) = tokio::task::spawn_blocking(move || {
+            let streams = preseal::build_all(&mut agents, per_agent, &mix);
+            (agents, streams)
+        })
+        .await?;
+        agents = agents_back;
+        let secs = t.elapsed().as_secs_f64();
+        let mib = streams.iter().map(Presealed::size).sum::<usize>() as f64 / 1048576.0;
+        // A line a benchmark script can wait for before it starts measuring.
+        eprintln!(
+            "pre-sealed {} events ({per_agent} per agent, zlib level {}) in {secs:.1} s: {mib:.0} MiB; sending",
+            per_agent * n,
+            cfg.zlib_level
+        );
+        (streams.into_iter().map(Some).collect::<Vec<_>>(), secs, mib)
+    } else {
+        ((0..n).map(|_| None).collect(), 0.0, 0.0)
+    };
+    let preseal_cpu_s = if cfg.preseal > 0 {
+        process_cpu_s()
+    } else {
+        0.0
+    };
+    let presealed: u64 = streams.iter().flatten().map(|p| p.remaining() as u64).sum();
     let started = Instant::now();
     let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut agent = Agent::new(
-            cfg.keys.clone(),
-            i,
-            cfg.flavor,
-            cfg.cipher_of(i),
-            seeds.gen(),
-        );
-        agent.set_zlib_level(cfg.zlib_level);
+    for (i, (agent, preseal)) in agents.into_iter().zip(streams.drain(..)).enumerate() {
         let transport = cfg.transport_of(i);
         let buf_len = match transport {
             Transport::Tcp => RECV_BUF_TCP,
@@ -994,6 +1172,8 @@ pub async fn run(cfg: SimConfig, mut stop: watch::Receiver<bool>) -> anyhow::Res
             buf: vec![0u8; buf_len].into_boxed_slice(),
             stop: stop_rx.clone(),
             handshaken: false,
+            preseal,
+            exhausted: false,
         };
         let delay = cfg.ramp_up.mul_f64(i as f64 / n as f64);
         handles.push(tokio::spawn(task.run(delay)));
@@ -1108,6 +1288,13 @@ pub async fn run(cfg: SimConfig, mut stop: watch::Receiver<bool>) -> anyhow::Res
         agents_handshaken: l(&s.agents_handshaken),
         stamp: cfg.stamp,
         zlib_level: cfg.zlib_level,
+        presealed,
+        presealed_sent: l(&s.presealed_sent),
+        presealed_skipped: l(&s.presealed_skipped),
+        presealed_exhausted_agents: l(&s.presealed_exhausted),
+        preseal_s: (preseal_s * 10.0).round() / 10.0,
+        preseal_cpu_s: (preseal_cpu_s * 100.0).round() / 100.0,
+        preseal_mib: preseal_mib.round(),
     })
 }
 
