@@ -41,7 +41,8 @@
 # the machine, and runs a case again (3 times at most) when they used more meanwhile;
 # --pg-setup runs SQL in each fresh database after the migrations (experiments, e.g.
 # "ALTER TABLE events ALTER COLUMN message SET STORAGE EXTERNAL"); --keep keeps the
-# databases. BENCH_SIM_ARGS (environment) is appended to every simulator command.
+# databases. BENCH_SIM_ARGS and BENCH_COL_ARGS (environment) are appended to every
+# simulator and collector command (experiments, e.g. BENCH_COL_ARGS="--store-writers 1").
 #
 # PostgreSQL: PGHOST/PGPORT/PGUSER/PGPASSWORD (default 127.0.0.1:5432, postgres); the user
 # must be allowed to create databases. Needs psql, createdb, dropdb, jq; perf for --perf.
@@ -236,7 +237,7 @@ run_case_once() {
     # shellcheck disable=SC2086
     "$COL" serve --listen 127.0.0.1:0 --keys "$work/client.keys" \
         --database-url "postgres://$PG_AUTH@$PGHOST:$PGPORT/$DB" \
-        --verify-counters true --metrics-listen 127.0.0.1:0 --log-format json $col_args \
+        --verify-counters true --metrics-listen 127.0.0.1:0 --log-format json $col_args ${BENCH_COL_ARGS:-} \
         >"$work/collector.log" 2>&1 &
     COL_PID=$!
     local ready="" i
@@ -256,27 +257,29 @@ run_case_once() {
     if [ "$WAIT_IDLE" = 1 ]; then wait_idle; fi
 
     # Sampling tables and the monitor: every 100 ms, the newest id (rate) and
-    # every 50th new row's latency (now - stamp). Batches may commit out of
-    # id order (--store-writers > 1): the sampling point stops at the first
-    # sampled id not yet visible and waits for it (at most 10 s, then skips).
+    # when every 50th new row became visible; after the run its latency is
+    # that time minus the stamp in its message (reading messages during the
+    # run cost PostgreSQL 15 % of a core). Batches may commit out of id order
+    # (--store-writers > 1): the sampling point stops at the first sampled id
+    # not yet visible and waits for it (at most 10 s, then skips).
     q "CREATE UNLOGGED TABLE bench_state (last_id bigint NOT NULL, moved_ms bigint NOT NULL);
        INSERT INTO bench_state VALUES (0, 0);
-       CREATE UNLOGGED TABLE bench_lat (id bigint PRIMARY KEY, transport text, seen_ms bigint, lat_us bigint);
+       CREATE UNLOGGED TABLE bench_lat (id bigint PRIMARY KEY, seen_us bigint NOT NULL, transport text, lat_us bigint);
        CREATE UNLOGGED TABLE bench_rate (t_ms bigint, max_id bigint);" >/dev/null
-    # The sampled rows are fetched by primary key (never a scan of `events`,
+    # The sampled ids are looked up by primary key (never a scan of `events`,
     # which would cost more than the collector's own writes), and without
-    # JIT (compiling this query 10 times a second would cost a core).
+    # JIT (compiling this query 10 times a second would cost a core). It is
+    # planned anew every time: a plan prepared while `events` is empty scans
+    # the whole table once it has millions of rows.
     cat >"$work/monitor.sql" <<'SQL'
 SET jit = off;
 WITH s AS (SELECT last_id, moved_ms, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms FROM bench_state),
 m AS (SELECT coalesce(max(id), 0) AS max_id FROM events),
 ids AS (SELECT g AS id FROM s, m, generate_series((s.last_id / 50 + 1) * 50, least(m.max_id, s.last_id + 5000000), 50) g),
-found AS (SELECT e.id, e.transport, e.message FROM events e WHERE e.id = ANY (ARRAY(SELECT id FROM ids))),
+found AS (SELECT e.id FROM events e WHERE e.id = ANY (ARRAY(SELECT id FROM ids))),
 lat AS (
-    INSERT INTO bench_lat (id, transport, seen_ms, lat_us)
-    SELECT f.id, f.transport, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
-           (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
-             - substring(f.message FROM 'stamp"?[=:]([0-9]{13,17})')::bigint
+    INSERT INTO bench_lat (id, seen_us)
+    SELECT f.id, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
     FROM found f
     ON CONFLICT (id) DO NOTHING
     RETURNING 1),
@@ -299,6 +302,20 @@ SQL
     psql -d "$DB" -XAtq -f "$work/monitor.sql" >/dev/null 2>"$work/monitor.err" &
     MON_PID=$!
 
+    log "$name: $agents agents -> $addr: ossec-agent-sim $*"
+    local sim_rc=0 timecmd=() sim_pid
+    if [ -x /usr/bin/time ]; then timecmd=(/usr/bin/time -f '%U %S %M' -o "$work/sim.time"); fi
+    ${timecmd[@]+"${timecmd[@]}"} "$SIM" --server "$addr" --keys "$work/client.keys" --agents "$agents" --stamp \
+        --progress 5 "$@" ${BENCH_SIM_ARGS:-} >"$work/summary.json" 2>"$work/sim.log" &
+    sim_pid=$!
+    # With --preseal the simulator first seals its events (the collector is
+    # idle meanwhile); measuring starts when it starts sending.
+    if [[ " $* ${BENCH_SIM_ARGS:-} " == *" --preseal "* ]]; then
+        while kill -0 "$sim_pid" 2>/dev/null && ! grep -q '^pre-sealed .*; sending' "$work/sim.log" 2>/dev/null; do
+            sleep 0.1
+        done
+        log "$name: $(grep -m1 '^pre-sealed' "$work/sim.log" || echo 'the simulator ended before sending')"
+    fi
     local c0 m0 pg0 rb0 t0
     c0=$(ticks "$COL_PID"); read -r mb0 mt0 < <(machine_ticks); pg0=$(pg_ticks); rb0=$(udp_rcvbuf_errors)
     t0=$(now_ms)
@@ -314,11 +331,7 @@ SQL
           wait ) >"$work/perf.log" 2>&1 &
         PERF_PID=$!
     fi
-    log "$name: $agents agents -> $addr: ossec-agent-sim $*"
-    local sim_rc=0 timecmd=()
-    if [ -x /usr/bin/time ]; then timecmd=(/usr/bin/time -f '%U %S %M' -o "$work/sim.time"); fi
-    ${timecmd[@]+"${timecmd[@]}"} "$SIM" --server "$addr" --keys "$work/client.keys" --agents "$agents" --stamp \
-        --progress 5 "$@" ${BENCH_SIM_ARGS:-} >"$work/summary.json" 2>"$work/sim.log" || sim_rc=$?
+    wait "$sim_pid" || sim_rc=$?
     local t1; t1=$(now_ms)
     if [ -n "$PERF_PID" ]; then
         wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
@@ -386,6 +399,9 @@ SQL
                 'min_1s_eps', (SELECT min(per_s) FROM d),
                 'max_1s_eps', (SELECT max(per_s) FROM d),
                 'window_s', round(e.ms / 1000.0, 1)) FROM e")
+    q "UPDATE bench_lat l SET transport = e.transport,
+              lat_us = l.seen_us - substring(e.message FROM 'stamp\"?[=:]([0-9]{13,17})')::bigint
+       FROM events e WHERE e.id = l.id" >/dev/null
     local lat
     lat=$(q "SELECT json_build_object(
                'samples', count(*),
@@ -416,6 +432,8 @@ SQL
         --argjson batch_s "${batch_s:-0}" --argjson batch_n "${batch_n:-0}" --argjson stored_n "${stored_n:-0}" \
         --arg simtime "$simtime" --arg sim_args "$*" --arg col_args "$col_args" '
         ($simtime | split(" ") | map(tonumber? // 0)) as $st |
+        # CPU of the simulator while sending: without what pre-sealing took.
+        ((($st[0] // 0) + ($st[1] // 0)) - (($summary // {}).preseal_cpu_s // 0) | if . < 0 then 0 else . end) as $simcpu |
         {name: $name, agents: $agents, sim_args: $sim_args, collector_args: $col_args,
          sim_exit: $sim_rc, summary: $summary,
          stored: {tcp: $stored_tcp, udp: $stored_udp},
@@ -431,10 +449,11 @@ SQL
                      avg_batch_rows: (if $batch_n > 0 then ($stored_n / $batch_n | round) else null end),
                      avg_batch_write_ms: (if $batch_n > 0 then ($batch_s * 1000 / $batch_n | . * 10 | round / 10) else null end),
                      batch_write_busy_pct: (($batch_s * 100 / ($wall_ms / 1000)) | round)},
-         simulator: {cpu_s: (($st[0] // 0) + ($st[1] // 0) | . * 100 | round / 100), peak_rss_mb: (($st[2] // 0) / 1024 | round)},
+         simulator: {cpu_s: ($simcpu | . * 100 | round / 100), peak_rss_mb: (($st[2] // 0) / 1024 | round),
+                     preseal_cpu_s: (($summary // {}).preseal_cpu_s // 0)},
          postgres_cpu_s: ($pg_ticks / $clk | . * 100 | round / 100),
          agents_row_updates: $agent_updates,
-         others_cpu_s: ((($mbusy - $cpu_ticks - $pg_ticks) / $clk) - (($st[0] // 0) + ($st[1] // 0)) | . * 10 | round / 10),
+         others_cpu_s: ((($mbusy - $cpu_ticks - $pg_ticks) / $clk) - $simcpu | . * 10 | round / 10),
          machine_busy_pct: (if $mtotal > 0 then ($mbusy * 100 / $mtotal | round) else null end),
          udp_rcvbuf_errors: $rcvbuf,
          wall_s: ($wall_ms / 1000), send_s: ($send_ms / 1000), drain_s: ($drain_ms / 1000)}' \
