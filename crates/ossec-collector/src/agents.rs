@@ -4,7 +4,11 @@
 //! Owns the [`AgentTable`]: the loaded `client.keys` together with one
 //! [`Agent`] per entry, swapped atomically on key reload (unchanged agents
 //! keep their state). The state is written to the store by the writer from
-//! the `dirty` flag; nothing here does I/O.
+//! two flags: `dirty` (status, what a control message told, address or
+//! cipher changed: written within a second) and `touched` (only the
+//! receive counters and `last_seen` moved, as on every event: written every
+//! few seconds, so that a busy fleet does not rewrite its `agents` rows on
+//! every event). Nothing here does I/O.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +40,10 @@ pub struct Agent {
     pub id: Arc<str>,
     pub name: Arc<str>,
     pub state: Mutex<AgentState>,
-    /// Set when `state.record` changed and is not yet in the store.
+    /// Set when `state.record` changed in a way worth storing at once.
     pub dirty: AtomicBool,
+    /// Set when only the counters and `last_seen` changed.
+    pub touched: AtomicBool,
 }
 
 impl Agent {
@@ -50,11 +56,21 @@ impl Agent {
                 ..Default::default()
             }),
             dirty: AtomicBool::new(false),
+            touched: AtomicBool::new(false),
         }
     }
 
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Counters / `last_seen` moved. Checked before storing: on every event
+    /// the flag is usually set already, and a load is cheaper than a store
+    /// to a cache line other threads read.
+    pub fn mark_touched(&self) {
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -210,12 +226,18 @@ impl AgentTable {
         n
     }
 
-    /// Takes the records of agents changed since the last call.
-    pub fn take_dirty(&self) -> Vec<AgentRecord> {
+    /// Takes the records of agents marked dirty since the last call, and
+    /// with `touched_too` also of those whose counters merely moved.
+    pub fn take_dirty(&self, touched_too: bool) -> Vec<AgentRecord> {
         let set = self.current.load();
         set.agents
             .iter()
-            .filter(|a| a.dirty.swap(false, Ordering::AcqRel))
+            .filter(|a| {
+                let dirty = a.dirty.swap(false, Ordering::AcqRel);
+                // The record taken now carries the counters too.
+                let touched = (dirty || touched_too) && a.touched.swap(false, Ordering::AcqRel);
+                dirty || touched
+            })
             .map(|a| a.state.lock().record.clone())
             .collect()
     }
@@ -263,7 +285,8 @@ pub fn apply_keepalive(r: &mut AgentRecord, k: &Keepalive) {
 }
 
 /// Records how the agent last talked to us. Called for every message, so it
-/// only allocates when something changed.
+/// only allocates when something changed. Returns whether anything besides
+/// `last_seen` changed (first contact, address, transport, cipher).
 pub fn apply_contact(
     st: &mut AgentState,
     now: i64,
@@ -271,23 +294,116 @@ pub fn apply_contact(
     transport: &'static str,
     cipher: Cipher,
     aes_iv: Option<AesIv>,
-) {
+) -> bool {
     let r = &mut st.record;
+    let mut changed = r.first_seen.is_none();
     r.first_seen.get_or_insert(now);
     r.last_seen = Some(now);
     let ip = ip.to_canonical();
     if st.last_ip != Some(ip) {
         st.last_ip = Some(ip);
         r.last_ip = Some(ip.to_string());
+        changed = true;
     }
     if r.transport.as_deref() != Some(transport) {
         r.transport = Some(transport.to_owned());
+        changed = true;
     }
     if r.cipher.as_deref() != Some(cipher.as_str()) {
         r.cipher = Some(cipher.as_str().to_owned());
+        changed = true;
     }
     let iv = aes_iv.map(|i| i.as_str());
     if r.aes_iv.as_deref() != iv {
         r.aes_iv = iv.map(str::to_owned);
+        changed = true;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> AgentTable {
+        let keys = ClientKeys::parse(
+            b"001 a any 0000000000000000000000000000000000000000000000000000000000000001\n\
+              002 b any 0000000000000000000000000000000000000000000000000000000000000002\n",
+        )
+        .unwrap();
+        AgentTable::new(keys, Vec::new())
+    }
+
+    #[test]
+    fn events_are_stored_with_the_slow_flush_control_changes_at_once() {
+        let t = table();
+        let set = t.snapshot();
+        let (a, b) = (&set.agents[0], &set.agents[1]);
+        // Counters moved on agent a only: not in a regular flush, in the slow one.
+        a.state.lock().record.recv = Some((1, 1));
+        a.mark_touched();
+        assert!(t.take_dirty(false).is_empty());
+        let slow = t.take_dirty(true);
+        assert_eq!(slow.len(), 1);
+        assert_eq!(slow[0].recv, Some((1, 1)));
+        assert!(t.take_dirty(true).is_empty(), "taken once");
+        // A control message on b: in the next regular flush, with its counters,
+        // and not again in the slow one.
+        b.state.lock().record.status = AgentStatus::Active;
+        b.mark_touched();
+        b.mark_dirty();
+        let fast = t.take_dirty(false);
+        assert_eq!(fast.len(), 1);
+        assert_eq!(fast[0].id, "002");
+        assert_eq!(fast[0].status, AgentStatus::Active);
+        assert!(t.take_dirty(true).is_empty());
+    }
+
+    #[test]
+    fn contact_reports_changes_other_than_last_seen() {
+        let mut st = AgentState::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(apply_contact(
+            &mut st,
+            1,
+            ip,
+            "tcp",
+            Cipher::Aes,
+            Some(AesIv::Fixed)
+        ));
+        assert!(!apply_contact(
+            &mut st,
+            2,
+            ip,
+            "tcp",
+            Cipher::Aes,
+            Some(AesIv::Fixed)
+        ));
+        assert_eq!(st.record.last_seen, Some(2));
+        assert_eq!(st.record.first_seen, Some(1));
+        assert!(apply_contact(
+            &mut st,
+            3,
+            "10.0.0.2".parse().unwrap(),
+            "tcp",
+            Cipher::Aes,
+            Some(AesIv::Fixed)
+        ));
+        assert!(apply_contact(
+            &mut st,
+            4,
+            "10.0.0.2".parse().unwrap(),
+            "udp",
+            Cipher::Aes,
+            Some(AesIv::Fixed)
+        ));
+        assert!(apply_contact(
+            &mut st,
+            5,
+            "10.0.0.2".parse().unwrap(),
+            "udp",
+            Cipher::Blowfish,
+            None
+        ));
     }
 }

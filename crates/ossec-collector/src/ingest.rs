@@ -161,7 +161,7 @@ impl Ingest {
             return Outcome::default();
         }
         st.record.recv = Some(counters);
-        apply_contact(
+        let contact_changed = apply_contact(
             &mut st,
             now,
             origin.peer.ip(),
@@ -170,6 +170,7 @@ impl Ingest {
             opened.aes_iv,
         );
         let mut out = Outcome::default();
+        let mut dirty = contact_changed;
         match classify(opened.payload) {
             Ok(Payload::Event(e)) => {
                 drop(st);
@@ -188,6 +189,7 @@ impl Ingest {
                 });
             }
             Ok(Payload::Control(c)) => {
+                dirty = true;
                 m.control(c.name());
                 let r = &mut st.record;
                 r.last_control = Some(now);
@@ -232,7 +234,11 @@ impl Ingest {
                 m.rejected(r.kind, Some(&agent.id), origin.peer, t, &r.detail);
             }
         }
-        agent.mark_dirty();
+        if dirty {
+            agent.mark_dirty();
+        } else {
+            agent.mark_touched();
+        }
         out
     }
 

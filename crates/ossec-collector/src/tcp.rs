@@ -114,19 +114,41 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(4096);
     let mut replies: Vec<u8> = Vec::new();
     let mut closing = false;
+    // One idle timer, one takeover waiter and one shutdown waiter for the
+    // whole connection, not new ones for every read: the timer is only
+    // re-armed when it fires early (data came in meanwhile). Each of the
+    // three ends the connection when it completes, so none is polled again
+    // after that.
+    let mut last_read = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let taken_over = takeover.notified();
+    tokio::pin!(taken_over);
+    let stopping = crate::shutdown::requested(&mut shutdown);
+    tokio::pin!(stopping);
     let reason = 'conn: loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match r {
-                Ok(Ok(0)) => break CloseReason::Eof,
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => break CloseReason::IoError,
-                Err(_) => break CloseReason::Idle,
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) => break CloseReason::Eof,
+                Ok(n) => {
+                    last_read = tokio::time::Instant::now();
+                    n
+                }
+                Err(_) => break CloseReason::IoError,
             },
-            _ = takeover.notified() => break CloseReason::Takeover,
-            _ = crate::shutdown::requested(&mut shutdown) => {
+            _ = &mut idle_timer => {
+                let deadline = last_read + idle;
+                if tokio::time::Instant::now() >= deadline {
+                    break CloseReason::Idle;
+                }
+                idle_timer.as_mut().reset(deadline);
+                continue;
+            }
+            _ = &mut taken_over => break CloseReason::Takeover,
+            _ = &mut stopping => {
                 // Take in what the kernel already received, then stop.
                 let mut drained = 0;
                 loop {

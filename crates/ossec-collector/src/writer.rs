@@ -25,8 +25,14 @@ use crate::agents::AgentTable;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 
-/// How often agent records and the sender counter are written.
+/// How often changed agent records and the sender counter are written.
 pub const AGENT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Every this many flushes, also the agents whose receive counters and
+/// `last_seen` merely moved (every event moves them): `last_seen` in the
+/// store is at most this many seconds old, and after a crash (not a
+/// graceful stop, which writes everything) the replay check forgets at most
+/// that much of each agent's history.
+pub const TOUCHED_FLUSH_EVERY: u32 = 10;
 
 pub struct Writer {
     pub store: Store,
@@ -121,17 +127,22 @@ impl StateWriter {
     pub async fn run(self, mut done: oneshot::Receiver<()>, give_up: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(AGENT_FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u32 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.housekeeping(&give_up).await,
+                _ = tick.tick() => {
+                    n = n.wrapping_add(1);
+                    self.housekeeping(&give_up, n.is_multiple_of(TOUCHED_FLUSH_EVERY)).await
+                }
                 _ = &mut done => break,
             }
         }
-        self.housekeeping(&give_up).await;
+        self.housekeeping(&give_up, true).await;
     }
 
-    /// Status sweep, counter-reset requests, dirty agents, sender counter.
-    async fn housekeeping(&self, give_up: &watch::Receiver<bool>) {
+    /// Status sweep, counter-reset requests, changed agents (with
+    /// `touched_too` also those whose counters merely moved), sender counter.
+    async fn housekeeping(&self, give_up: &watch::Receiver<bool>, touched_too: bool) {
         let cutoff = ossec_store::now_micros() - self.disconnect_after.as_micros() as i64;
         self.table.disconnect_stale(cutoff);
         match self.store.take_counter_resets().await {
@@ -144,7 +155,7 @@ impl StateWriter {
             }
             Err(e) => self.metrics.store_error(&e),
         }
-        let dirty = self.table.take_dirty();
+        let dirty = self.table.take_dirty(touched_too);
         if !dirty.is_empty() {
             let mut backoff = Duration::from_millis(100);
             while let Err(e) = self.store.save_agents(&dirty).await {
