@@ -416,7 +416,7 @@ impl Decoder {
             }
             self.scratch.clear();
             self.scratch.extend_from_slice(ct);
-            let dec = BlowfishCbcDec::inner_iv_init(key.blowfish.clone(), &BLOWFISH_IV.into());
+            let dec = BlowfishCbcDec::inner_iv_init(key.blowfish().clone(), &BLOWFISH_IV.into());
             let plain_len = dec
                 .decrypt_padded_mut::<NoPadding>(&mut self.scratch)
                 .map_err(|_| Reject::new(RejectKind::Decrypt, "Blowfish decryption failed"))?
@@ -649,7 +649,7 @@ pub fn encode_with_level(
     let plain_len = wire.len() - start;
     match sealing {
         Sealing::Blowfish => {
-            let enc = BlowfishCbcEnc::inner_iv_init(key.blowfish.clone(), &BLOWFISH_IV.into());
+            let enc = BlowfishCbcEnc::inner_iv_init(key.blowfish().clone(), &BLOWFISH_IV.into());
             // The `!` padding made the length a multiple of 8.
             let _ = enc.encrypt_padded_mut::<NoPadding>(&mut wire[start..], plain_len);
         }

@@ -81,12 +81,14 @@ pub fn derivation_steps(id: &[u8], name: &[u8], key: &[u8]) -> DerivationSteps {
 }
 
 /// Prepared ciphers for one agent: AES-256 keyed with the first 32 ASCII bytes
-/// of the material, Blowfish keyed with all 47.
+/// of the material, Blowfish keyed with all 47. The Blowfish key schedule
+/// (over 4 KB) is built the first time it is needed: most agents use AES,
+/// and a collector holds one `AgentKey` per agent of client.keys.
 #[derive(Clone)]
 pub struct AgentKey {
     material: [u8; MATERIAL_LEN],
     pub(crate) aes: Aes256,
-    pub(crate) blowfish: Blowfish,
+    blowfish: std::sync::OnceLock<Blowfish>,
 }
 
 impl AgentKey {
@@ -97,20 +99,24 @@ impl AgentKey {
 
     /// Builds the ciphers from already derived material.
     pub fn from_material(material: [u8; MATERIAL_LEN]) -> Self {
-        // Both constructors accept these lengths (32 for AES-256, 4..=56 for
-        // Blowfish), so neither can fail.
+        // 32 bytes is the AES-256 key length: this cannot fail.
         let aes = Aes256::new(aes::cipher::generic_array::GenericArray::from_slice(
             &material[..32],
         ));
-        let blowfish = match Blowfish::new_from_slice(&material) {
-            Ok(b) => b,
-            Err(_) => unreachable!("47 bytes is a valid Blowfish key length"),
-        };
         AgentKey {
             material,
             aes,
-            blowfish,
+            blowfish: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The Blowfish cipher, keyed with the whole material.
+    pub(crate) fn blowfish(&self) -> &Blowfish {
+        self.blowfish
+            .get_or_init(|| match Blowfish::new_from_slice(&self.material) {
+                Ok(b) => b,
+                Err(_) => unreachable!("47 bytes is a valid Blowfish key length (4..=56)"),
+            })
     }
 
     /// The 47 ASCII bytes of key material.
