@@ -459,6 +459,11 @@ SQL
          wall_s: ($wall_ms / 1000), send_s: ($send_ms / 1000), drain_s: ($drain_ms / 1000)}' \
         >"$OUT/$name.json"
 
+    if [ -n "${EXPORT_ROWS:-}" ]; then
+        # Rows as the collector wrote them, for measuring PostgreSQL alone.
+        q "\\copy (SELECT $EVENT_COLUMNS FROM events ORDER BY id LIMIT $PG_ROWS) TO '$EXPORT_ROWS' WITH (FORMAT binary)" \
+            >/dev/null || rm -f "$EXPORT_ROWS"
+    fi
     cleanup
     METRICS=""
     jq -c '{name, sent: .summary.sent, stored, lost, eps: .rate.sustained_eps, p50: .latency.p50_ms, p99: .latency.p99_ms, cpu: .collector.cpu_cores, rss: .collector.peak_rss_mb}' "$OUT/$name.json" >&2
@@ -543,20 +548,71 @@ fmt() { jq -r "$1" "$2"; }
 
 # ---------------------------------------------------------------- scenarios
 
+# Rows per COPY stream when PostgreSQL is measured alone, and their columns.
+PG_ROWS=1000000
+EVENT_COLUMNS="received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter"
+
 scenario_throughput() {
     echo "$MACHINE" >"$OUT/throughput.machine.json"
     local d=${DURATION:-60}
-    # Twice: zlib level 9 like real agents, and level 1, which halves the
-    # simulator's CPU (it shares the machine with the collector and PostgreSQL).
-    run_case throughput-z9 100 "" --transport tcp --eps 0 --duration "$d" --keepalive 20
     PERF_AT=$(awk -v d="$d" 'BEGIN { a = d / 3; if (a > 20) a = 20; printf "%d", a }')
-    run_case throughput-z1 100 "" --transport tcp --eps 0 --duration "$d" --keepalive 20 --zlib-level 1
+    # 1. Pre-sealed: the agents' events (zlib level 9, like real agents) are
+    #    sealed before the clock starts, so the simulator takes almost no CPU
+    #    from the collector and PostgreSQL. Enough for 100,000 events/s.
+    EXPORT_ROWS="$OUT/rows.bin" run_case throughput-presealed 100 "" --transport tcp --eps 0 \
+        --duration "$d" --keepalive 20 --preseal $((100000 * ${d%.*}))
     PERF_AT=""
+    # 2. Live: every event built and sealed as it is sent (zlib level 1, half
+    #    the simulator's CPU of level 9), all three on the same two cores.
+    run_case throughput-live 100 "" --transport tcp --eps 0 --duration "$d" --keepalive 20 --zlib-level 1
+    pg_alone
     render_throughput
 }
 
+# PostgreSQL alone: the rows of the pre-sealed run, COPYed (binary, as the
+# collector does) into a fresh database with the collector's schema by 1 and
+# by 2 concurrent psql sessions, nothing else running. This is the ceiling of
+# the machine's PostgreSQL for these rows: the collector cannot store faster.
+pg_alone() {
+    local rows="$OUT/rows.bin" p i db t0 t1 pg0 pg1 l0 l1
+    if [ ! -s "$rows" ]; then log "no rows exported; skipping the PostgreSQL-alone measurement"; return 0; fi
+    echo '[]' >"$OUT/pg-alone.json"
+    for p in 1 2; do
+        db="ossec_bench_pgalone_$$"
+        dropdb --if-exists "$db" >/dev/null 2>&1 || true
+        createdb "$db"
+        for f in "$ROOT"/migrations/postgres/*.sql; do psql -d "$db" -XAtq -v ON_ERROR_STOP=1 -f "$f" >/dev/null 2>&1; done
+        psql -d "$db" -XAtqc 'CHECKPOINT' >/dev/null
+        [ "$WAIT_IDLE" = 1 ] && wait_idle
+        l0=$(psql -d "$db" -XAtqc 'SELECT pg_current_wal_lsn()')
+        pg0=$(pg_ticks); read -r mb0 mt0 < <(machine_ticks); t0=$(now_ms)
+        for i in $(seq 1 "$p"); do
+            PGSSLMODE=disable psql -d "$db" -XAtq -v ON_ERROR_STOP=1 \
+                -c "\\copy events ($EVENT_COLUMNS) FROM '$rows' WITH (FORMAT binary)" >/dev/null &
+        done
+        wait
+        t1=$(now_ms); pg1=$(pg_ticks); read -r mb1 mt1 < <(machine_ticks)
+        l1=$(psql -d "$db" -XAtqc 'SELECT pg_current_wal_lsn()')
+        local stored wal
+        stored=$(psql -d "$db" -XAtqc 'SELECT count(*) FROM events')
+        wal=$(psql -d "$db" -XAtqc "SELECT pg_wal_lsn_diff('$l1', '$l0')::bigint")
+        jq --argjson p "$p" --argjson stored "$stored" --argjson ms "$((t1 - t0))" \
+           --argjson pg "$((pg1 - pg0))" --argjson clk "$CLK" --argjson wal "$wal" \
+           --argjson mbusy "$((mb1 - mb0))" --argjson mtotal "$((mt1 - mt0))" \
+           '. + [{streams: $p, rows: $stored, wall_s: ($ms / 1000),
+                  rows_per_s: ($stored * 1000 / $ms | round),
+                  pg_cpu_s: ($pg / $clk), pg_us_per_row: ($pg / $clk * 1e6 / $stored | . * 10 | round / 10),
+                  wal_bytes_per_row: ($wal / $stored | round),
+                  machine_busy_pct: ($mbusy * 100 / $mtotal | round)}]' \
+           "$OUT/pg-alone.json" >"$OUT/pg-alone.json.tmp" && mv "$OUT/pg-alone.json.tmp" "$OUT/pg-alone.json"
+        dropdb --if-exists "$db" >/dev/null 2>&1 || true
+        log "PostgreSQL alone, $p stream(s): $(jq -c '.[-1]' "$OUT/pg-alone.json")"
+    done
+    rm -f "$rows"
+}
+
 render_throughput() {
-    local a="$OUT/throughput-z9.json" b="$OUT/throughput-z1.json" body="$OUT/throughput.md" d
+    local a="$OUT/throughput-presealed.json" b="$OUT/throughput-live.json" body="$OUT/throughput.md" d
     d=$(jq -r '.summary.duration_s | round' "$a")
     row() { # row LABEL JQ-EXPRESSION
         printf '| %s | %s | %s |\n' "$1" "$(jq -r "$2" "$a")" "$(jq -r "$2" "$b")"
@@ -564,41 +620,54 @@ render_throughput() {
     {
         machine_line
         echo
-        echo "Command: \`ossec-agent-sim --agents 100 --transport tcp --eps 0 --duration $d --stamp [--zlib-level 1]\` (as fast as possible)."
+        echo "Command: \`ossec-agent-sim --agents 100 --transport tcp --eps 0 --duration $d --stamp\` (as fast as possible), with"
+        echo "\`--preseal $(jq -r '.summary.presealed' "$a")\` (zlib level 9) or live at \`--zlib-level 1\`."
         echo "Goal: ≥ 100,000 events/s sustained, 0 lost."
         echo
-        echo "| measure | agents at zlib level 9 (like real agents) | zlib level 1 (the simulator needs half the CPU) |"
+        echo "| measure | pre-sealed events, zlib level 9 (like real agents) | live simulator, zlib level 1 |"
         echo "|---|---|---|"
-        row "**committed events/s** (steady state)" '"**\(.rate.sustained_eps)** (\(.rate.window_s) s window; 1 s rates \(.rate.min_1s_eps)–\(.rate.max_1s_eps))"'
+        row "**committed events/s** (steady state)" '"**\(.rate.sustained_eps)** (\(.rate.window_s) s window; 1 s rates \(.rate.min_1s_eps)–\(.rate.max_1s_eps), median \(.rate.median_1s_eps))"'
         row "sent by the simulator" '"\(.summary.sent) in \(.summary.duration_s) s (\(.summary.achieved_eps)/s), \(.summary.bytes_sent / 1048576 | floor) MiB"'
-        row "what limited the rate" 'if .summary.achieved_eps > 1.1 * (.rate.sustained_eps // 0) then "the collector and PostgreSQL: the simulator sent faster, the excess waited in the collector queue and the socket buffers (TCP backpressure)" else "the simulator: everything sent was committed as it came" end'
+        row "what limited the rate" 'if .summary.achieved_eps > 1.1 * (.rate.sustained_eps // 0) then "PostgreSQL and the collector: the simulator sent faster, the excess waited in the collector queue and the socket buffers (TCP backpressure)" else "the simulator: everything sent was committed as it came" end'
         row "stored / **lost** (TCP)" '"\(.stored.tcp) / **\(.lost.tcp)**"'
-        row "latency send → row p50 / p99 / max" '"\(.latency.p50_ms) / \(.latency.p99_ms) / \(.latency.max_ms) ms"'
+        row "latency send → row p50 / p99 / max" '"\(.latency.p50_ms) / \(.latency.p99_ms) / \(.latency.max_ms) ms (\(.latency.samples) samples)"'
         row "drain after the simulator stopped" '"\(.drain_s) s"'
         row "collector CPU" '"\(.collector.cpu_s) s = \(.collector.cpu_cores) cores; \(.collector.cpu_us_per_event) µs per event"'
         row "collector peak RSS" '"\(.collector.peak_rss_mb) MB (idle \(.collector.idle_rss_mb) MB)"'
         row "store batches" '"\(.collector.batches) × \(.collector.avg_batch_rows) rows, \(.collector.avg_batch_write_ms) ms each; \(.collector.batch_write_busy_pct / 100) writes in flight on average"'
-        row "CPU: simulator / PostgreSQL / others" '"\(.simulator.cpu_s) s / \(.postgres_cpu_s) s / \(.others_cpu_s) s (machine \(.machine_busy_pct) % busy)"'
+        row "PostgreSQL CPU" '"\(.postgres_cpu_s) s; \(if .stored.tcp > 0 then (.postgres_cpu_s * 1e6 / .stored.tcp | . * 10 | round / 10) else "?" end) µs per row"'
+        row "CPU: simulator / others; machine busy" '"\(.simulator.cpu_s) s / \(.others_cpu_s) s; \(.machine_busy_pct) %"'
+        row "pre-sealing (before the clock)" 'if .summary.presealed > 0 then "\(.summary.presealed) events in \(.summary.preseal_s) s (\(.summary.preseal_mib) MiB); \(.summary.presealed_sent) sent, \(.summary.presealed_exhausted_agents) agents used theirs up" else "—" end'
         row "ACKs (startup, keepalives)" '"\(.summary.acked) of \(.summary.control_sent), p50 / p99 \(.summary.ack_latency_p50_ms) / \(.summary.ack_latency_p99_ms | . * 10 | round / 10) ms; reconnects \(.summary.reconnects), errors \(.summary.errors)"'
         echo
         echo "When the simulator sends faster than events are committed, nothing is lost: TCP"
         echo "backpressure holds the excess in the collector's queue (200,000 events) and the socket"
         echo "buffers, and the latency is that backlog. A keepalive waits behind the events sent before"
         echo "it on its connection, so its ACK is as late as the backlog too."
-        if [ -s "$OUT/throughput-z1/perf-self.txt" ]; then
+        if [ -s "$OUT/pg-alone.json" ]; then
             echo
-            echo "Collector profile during the level 1 run (\`perf record -g -p <pid>\`, 10 s mid-run, self time):"
+            echo "**PostgreSQL alone**, the ceiling for these rows: the first $PG_ROWS rows of the pre-sealed run,"
+            echo "\`COPY … FROM … (FORMAT binary)\` (what the collector sends) by 1 and 2 concurrent \`psql\`"
+            echo "sessions into a fresh database with the collector's schema, nothing else running:"
+            echo
+            echo "| COPY streams | rows/s | PostgreSQL CPU per row | WAL per row | machine busy |"
+            echo "|---:|---:|---:|---:|---:|"
+            jq -r '.[] | "| \(.streams) | \(.rows_per_s) | \(.pg_us_per_row) µs | \(.wal_bytes_per_row) B | \(.machine_busy_pct) % |"' "$OUT/pg-alone.json"
+        fi
+        if [ -s "$OUT/throughput-presealed/perf-self.txt" ]; then
+            echo
+            echo "Collector profile during the pre-sealed run (\`perf record -g -p <pid>\`, 10 s mid-run, self time):"
             echo
             echo '```'
-            head -20 "$OUT/throughput-z1/perf-self.txt" | sed 's/  */ /g'
+            head -20 "$OUT/throughput-presealed/perf-self.txt" | sed 's/  */ /g'
             echo '```'
         fi
-        if [ -s "$OUT/throughput-z1/perf-pg-self.txt" ]; then
+        if [ -s "$OUT/throughput-presealed/perf-pg-self.txt" ]; then
             echo
             echo "PostgreSQL backends serving the collector, same 10 s (self time; the distribution's binary has few symbols):"
             echo
             echo '```'
-            head -8 "$OUT/throughput-z1/perf-pg-self.txt" | sed 's/  */ /g'
+            head -12 "$OUT/throughput-presealed/perf-pg-self.txt" | sed 's/  */ /g'
             echo '```'
         fi
     } >"$body"
@@ -703,7 +772,17 @@ render_udp() {
 scenario_smoke() {
     local d=${DURATION:-5}
     run_case smoke 20 "" --transport mixed --cipher mixed --eps 200 --duration "$d" --keepalive 2
-    local r="$OUT/smoke.json" fail=0
+    # The throughput scenario's machinery: pre-sealed agents, the rows
+    # export and PostgreSQL alone.
+    PG_ROWS=2000 EXPORT_ROWS="$OUT/rows.bin" run_case smoke-presealed 4 "" --transport tcp --eps 0 \
+        --duration "$d" --keepalive 2 --preseal 4000 --zlib-level 1
+    PG_ROWS=2000 pg_alone
+    local r="$OUT/smoke.json" p="$OUT/smoke-presealed.json" fail=0
+    jq -e '.summary.presealed_sent > 0 and .lost.tcp == 0 and .summary.agents_handshaken == .agents
+           and .summary.reply_errors == 0 and .summary.errors == 0' "$p" >/dev/null \
+        || { log "FAIL: pre-sealed agents: $(jq -c '{sent: .summary.sent, presealed_sent: .summary.presealed_sent, lost, handshaken: .summary.agents_handshaken, errors: .summary.errors}' "$p")"; fail=1; }
+    jq -e 'length == 2 and all(.[]; .rows_per_s > 0)' "$OUT/pg-alone.json" >/dev/null 2>&1 \
+        || { log "FAIL: the PostgreSQL-alone measurement did not run"; fail=1; }
     if ! jq -e '.summary | type == "object"' "$r" >/dev/null; then
         log "FAIL: the simulator printed no summary (exit $(jq -r .sim_exit "$r")); see $OUT/smoke/sim.log"
         fail=1
@@ -732,7 +811,7 @@ if [ -n "$RENDER" ]; then
     for sc in throughput fleet udp; do
         case "$SCENARIO" in "$sc"|all) ;; *) continue ;; esac
         case "$sc" in
-            throughput) [ -f "$OUT/throughput-z9.json" ] && [ -f "$OUT/throughput-z1.json" ] || continue ;;
+            throughput) [ -f "$OUT/throughput-presealed.json" ] && [ -f "$OUT/throughput-live.json" ] || continue ;;
             *) [ -f "$OUT/$sc.json" ] || continue ;;
         esac
         MACHINE=$(cat "$OUT/$sc.machine.json" 2>/dev/null || cat "$OUT/machine.json")

@@ -32,15 +32,16 @@ fn dir(name: &str) -> Dir {
     Dir(d)
 }
 
-/// Runs `tune(cfg)` against a fresh collector; returns the summary and the
-/// stored events per transport (after the collector's graceful shutdown).
+/// Runs `tune(cfg)` against a fresh collector; returns the summary, the
+/// stored events per transport and how many carry a stamp (after the
+/// collector's graceful shutdown).
 /// The collector gets its own runtime (two threads), as in production, so
 /// that busy simulated agents cannot starve it.
 fn against_serve(
     name: &str,
     agents: usize,
     tune: impl FnOnce(&mut SimConfig),
-) -> (Summary, i64, i64) {
+) -> (Summary, i64, i64, i64) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -96,9 +97,8 @@ fn against_serve(
         .fetch_one(&mut c)
         .await
         .unwrap();
-        assert_eq!(stamped, tcp_rows + udp_rows, "every event carries its stamp");
         c.close().await.unwrap();
-        (summary, tcp_rows, udp_rows)
+        (summary, tcp_rows, udp_rows, stamped)
     })
 }
 
@@ -108,6 +108,17 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Every event is a row; live events carry their stamp.
+fn check_live(s: &Summary, tcp_rows: i64, udp_rows: i64, stamped: i64) {
+    check(s, tcp_rows, udp_rows);
+    assert_eq!(
+        stamped,
+        tcp_rows + udp_rows,
+        "every event carries its stamp"
+    );
+    assert_eq!(s.presealed + s.presealed_sent, 0);
 }
 
 fn check(s: &Summary, tcp_rows: i64, udp_rows: i64) {
@@ -131,25 +142,25 @@ fn check(s: &Summary, tcp_rows: i64, udp_rows: i64) {
 
 #[test]
 fn wazuh_agents_over_tcp_and_udp() {
-    let (s, tcp_rows, udp_rows) = against_serve("wazuh", 8, |c| {
+    let (s, tcp_rows, udp_rows, stamped) = against_serve("wazuh", 8, |c| {
         c.transport = TransportChoice::Mixed;
         c.cipher = CipherChoice::Mixed;
         c.eps = 400.0;
     });
-    check(&s, tcp_rows, udp_rows);
+    check_live(&s, tcp_rows, udp_rows, stamped);
     assert!(tcp_rows > 0 && udp_rows > 0);
     assert_eq!(s.shutdowns_sent, 8);
 }
 
 #[test]
 fn ossec_agents_over_udp() {
-    let (s, tcp_rows, udp_rows) = against_serve("ossec", 4, |c| {
+    let (s, tcp_rows, udp_rows, stamped) = against_serve("ossec", 4, |c| {
         c.flavor = Flavor::Ossec;
         c.transport = TransportChoice::Udp;
         c.cipher = CipherChoice::Mixed;
         c.eps = 200.0;
     });
-    check(&s, tcp_rows, udp_rows);
+    check_live(&s, tcp_rows, udp_rows, stamped);
     assert_eq!(tcp_rows, 0);
     assert_eq!(s.shutdowns_sent, 0, "OSSEC agents never send shutdown");
 }
@@ -158,11 +169,67 @@ fn ossec_agents_over_udp() {
 /// still stores every event.
 #[test]
 fn tcp_as_fast_as_possible_loses_nothing() {
-    let (s, tcp_rows, udp_rows) = against_serve("fast", 4, |c| {
+    let (s, tcp_rows, udp_rows, stamped) = against_serve("fast", 4, |c| {
         c.transport = TransportChoice::Tcp;
         c.eps = 0.0;
         c.duration = Duration::from_secs(2);
     });
-    check(&s, tcp_rows, udp_rows);
+    check_live(&s, tcp_rows, udp_rows, stamped);
     assert!(s.sent > 1000, "{}", s.sent);
+}
+
+/// `--preseal`, as fast as possible over TCP: every pre-sealed event the
+/// simulator sends is stored (the collector verifies counters, so counters
+/// of live messages between pre-sealed ones must fit), agents whose share
+/// runs out stop sending events but stay connected, and every 64th
+/// pre-sealed event is followed by a live stamped one.
+#[test]
+fn presealed_events_are_stored_like_live_ones() {
+    let (s, tcp_rows, udp_rows, stamped) = against_serve("preseal-tcp", 4, |c| {
+        c.transport = TransportChoice::Tcp;
+        c.cipher = CipherChoice::Mixed;
+        c.eps = 0.0;
+        c.duration = Duration::from_secs(3);
+        c.preseal = 4 * 400;
+        c.zlib_level = 1;
+    });
+    check(&s, tcp_rows, udp_rows);
+    let json = serde_json::to_string_pretty(&s).unwrap();
+    assert_eq!(s.presealed, 1600, "{json}");
+    assert_eq!(
+        s.presealed_exhausted_agents, 4,
+        "a 3 s run uses 400 events up\n{json}"
+    );
+    assert_eq!(s.presealed_sent + s.presealed_skipped, 1600, "{json}");
+    // Live, and stamped: one "agent started" per agent and one event after
+    // every 64 pre-sealed ones of an agent; pre-sealed events carry no stamp.
+    let live = s.sent - s.presealed_sent;
+    assert_eq!(live as i64, stamped, "{json}");
+    assert_eq!(live, 4 + 4 * (400 / 64), "{json}");
+    assert!(
+        s.keepalives_sent >= 3 * 4,
+        "keepalives continue after the events ran out\n{json}"
+    );
+}
+
+/// `--preseal` at a rate over UDP and TCP with both ciphers and OSSEC's
+/// random-IV AES: the same guarantees as live sealing.
+#[test]
+fn presealed_mixed_transports_and_flavors() {
+    for flavor in [Flavor::Wazuh, Flavor::Ossec] {
+        let (s, tcp_rows, udp_rows, _) = against_serve("preseal-mixed", 6, |c| {
+            c.flavor = flavor;
+            c.transport = match flavor {
+                Flavor::Wazuh => TransportChoice::Mixed,
+                Flavor::Ossec => TransportChoice::Udp,
+            };
+            c.cipher = CipherChoice::Mixed;
+            c.eps = 600.0;
+            c.preseal = 600 * 3;
+        });
+        check(&s, tcp_rows, udp_rows);
+        let json = serde_json::to_string_pretty(&s).unwrap();
+        assert!(s.presealed_sent >= 1500, "{json}");
+        assert_eq!(s.presealed_skipped, 0, "{json}");
+    }
 }

@@ -17,20 +17,38 @@ use tokio::sync::{mpsc, watch};
 use crate::ingest::{Ingest, Origin};
 use crate::metrics::Transport;
 
+/// Kernel receive buffer asked for per UDP socket.
+pub const RECV_BUFFER: usize = 16 << 20;
+
 /// Binds `workers` UDP sockets on `addr` (the port of the first is reused
 /// by the others when `addr` asks for port 0).
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<UdpSocket>> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
-    for _ in 0..workers.max(1) {
+    for i in 0..workers.max(1) {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             s.set_only_v6(false)?;
         }
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
-        // Bigger kernel buffers absorb bursts; the kernel caps them at rmem_max.
-        let _ = s.set_recv_buffer_size(16 << 20);
+        // Bigger kernel buffers absorb bursts; the kernel caps them at
+        // net.core.rmem_max (Linux reports twice what it grants).
+        let _ = s.set_recv_buffer_size(RECV_BUFFER);
+        if i == 0 {
+            if let Ok(got) = s.recv_buffer_size() {
+                if got < RECV_BUFFER {
+                    tracing::warn!(
+                        asked = RECV_BUFFER,
+                        granted = got,
+                        "the kernel gave each UDP socket a {} KiB receive buffer instead of {} KiB: bursts of UDP events may be dropped by the kernel (counted in /proc/net/snmp, not by us); raise it with `sysctl -w net.core.rmem_max={}`",
+                        got / 1024,
+                        RECV_BUFFER / 1024,
+                        RECV_BUFFER
+                    );
+                }
+            }
+        }
         let _ = s.set_send_buffer_size(4 << 20);
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;

@@ -1,0 +1,174 @@
+//! Large event batches through the store into real PostgreSQL and SQLite:
+//! PostgreSQL's binary COPY is sent in 256 KiB pieces, so a batch of
+//! thousands of rows of every size (up to the 64 KiB limit, invalid UTF-8,
+//! NUL, IPv6 sources, any queue byte) must arrive whole and exact.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, TestDb};
+use ossec_store::{EventRow, Store};
+use sqlx::Row;
+
+fn rows() -> Vec<EventRow> {
+    let mut x: u32 = 0x2545_F491;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let ids: Vec<Arc<str>> = (1..=7).map(|i| format!("{i:03}").into()).collect();
+    (0..3000u32)
+        .map(|i| {
+            let len = match i % 10 {
+                0 => 65_536 - 200,
+                1 => 0,
+                2..=4 => (rnd() % 4096) as usize,
+                _ => (rnd() % 300) as usize,
+            };
+            let mut message: Vec<u8> = (0..len)
+                .map(|j| b'a' + ((i as usize + j) % 26) as u8)
+                .collect();
+            match i % 13 {
+                0 if len > 3 => message[len / 2] = 0xff,
+                1 if len > 3 => message[1] = 0,
+                2 => message.extend_from_slice("é\tline\nnext\\".as_bytes()),
+                _ => {}
+            }
+            EventRow {
+                received_at: 1_795_995_692_315_517 + i64::from(i),
+                agent_id: ids[(i % 7) as usize].clone(),
+                agent_name: format!("host-{}", i % 7).into(),
+                source_ip: if i % 2 == 0 {
+                    format!("10.0.{}.{}", i % 256, i % 200).parse().unwrap()
+                } else {
+                    "2001:db8::7".parse().unwrap()
+                },
+                transport: if i % 3 == 0 { "udp" } else { "tcp" },
+                queue: [b'1', b'8', b'f', b'9', 0, 0xc3][(i % 6) as usize],
+                queue_name: "localfile",
+                location: if i % 17 == 0 {
+                    b"C:\\x\xfe".to_vec()
+                } else {
+                    format!("/var/log/{i}.log").into_bytes()
+                },
+                message,
+                global_counter: i,
+                local_counter: i % 9997,
+            }
+        })
+        .collect()
+}
+
+/// (text, raw) as the store promises: the exact bytes, or U+FFFD in the text
+/// and the exact bytes in the raw column.
+fn expect_text(b: &[u8]) -> (String, Option<Vec<u8>>) {
+    match std::str::from_utf8(b) {
+        Ok(s) if !b.contains(&0) => (s.to_owned(), None),
+        _ => (
+            String::from_utf8_lossy(b).replace('\0', "\u{FFFD}"),
+            Some(b.to_vec()),
+        ),
+    }
+}
+
+async fn check(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let rows = rows();
+    store.insert_events(&rows).await.unwrap();
+    // A second batch after the first: ids continue.
+    store.insert_events(&rows[..10]).await.unwrap();
+    let ts = match backend {
+        Backend::Postgres => {
+            "(extract(epoch FROM received_at) * 1000000)::bigint AS us, message_raw, location_raw"
+        }
+        Backend::Sqlite => "received_at AS us, message_raw, location_raw",
+    };
+    let q = format!(
+        "SELECT id, {ts}, agent_id, agent_name, source_ip, transport, queue, location, message, \
+         global_counter, local_counter FROM events ORDER BY id"
+    );
+    let got = match &store {
+        Store::Postgres(p) => sqlx::query(&q)
+            .fetch_all(p)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>("us"),
+                    r.get::<String, _>("agent_id"),
+                    r.get::<String, _>("source_ip"),
+                    r.get::<String, _>("queue"),
+                    r.get::<String, _>("location"),
+                    r.get::<Option<Vec<u8>>, _>("location_raw"),
+                    r.get::<String, _>("message"),
+                    r.get::<Option<Vec<u8>>, _>("message_raw"),
+                    r.get::<i64, _>("global_counter"),
+                    i64::from(r.get::<i32, _>("local_counter")),
+                )
+            })
+            .collect::<Vec<_>>(),
+        Store::Sqlite(p) => sqlx::query(&q)
+            .fetch_all(p)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    ossec_store::parse_micros(&r.get::<String, _>("us")).unwrap(),
+                    r.get::<String, _>("agent_id"),
+                    r.get::<String, _>("source_ip"),
+                    r.get::<String, _>("queue"),
+                    r.get::<String, _>("location"),
+                    r.get::<Option<Vec<u8>>, _>("location_raw"),
+                    r.get::<String, _>("message"),
+                    r.get::<Option<Vec<u8>>, _>("message_raw"),
+                    r.get::<i64, _>("global_counter"),
+                    r.get::<i64, _>("local_counter"),
+                )
+            })
+            .collect::<Vec<_>>(),
+    };
+    assert_eq!(got.len(), rows.len() + 10);
+    for (n, (r, g)) in rows.iter().chain(&rows[..10]).zip(&got).enumerate() {
+        let (location, location_raw) = expect_text(&r.location);
+        let (message, message_raw) = expect_text(&r.message);
+        let queue = if r.queue.is_ascii() && r.queue != 0 {
+            (r.queue as char).to_string()
+        } else {
+            "\u{FFFD}".to_owned()
+        };
+        let want = (
+            r.received_at,
+            r.agent_id.to_string(),
+            r.source_ip.to_string(),
+            queue,
+            location,
+            location_raw,
+            message,
+            message_raw,
+            i64::from(r.global_counter),
+            i64::from(r.local_counter),
+        );
+        // SQLite keeps a NUL queue byte as it is (its text holds NUL).
+        if backend == Backend::Sqlite && r.queue == 0 {
+            assert_eq!((&g.0, &g.4, &g.6), (&want.0, &want.4, &want.6), "row {n}");
+            continue;
+        }
+        assert_eq!(g, &want, "row {n}");
+    }
+}
+
+#[tokio::test]
+async fn large_batches_arrive_whole_and_exact_postgres() {
+    check(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn large_batches_arrive_whole_and_exact_sqlite() {
+    check(Backend::Sqlite).await;
+}
