@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [--scenario throughput|fleet|udp|smoke|all] [--duration S]
 #                [--no-build] [--doc FILE|none] [--perf] [--keep] [--wait-idle]
-#                [--pg-setup SQL]
+#                [--pg-setup SQL] [--pg own|server]
 #   bench/run.sh --scenario custom [--agents N] [options] -- SIMULATOR OPTIONS
 #   bench/run.sh --render target/bench/<time> [--scenario S]   (rewrite docs from saved results)
 #
@@ -44,8 +44,16 @@
 # databases. BENCH_SIM_ARGS and BENCH_COL_ARGS (environment) are appended to every
 # simulator and collector command (experiments, e.g. BENCH_COL_ARGS="--store-writers 1").
 #
-# PostgreSQL: PGHOST/PGPORT/PGUSER/PGPASSWORD (default 127.0.0.1:5432, postgres); the user
-# must be allowed to create databases. Needs psql, createdb, dropdb, jq; perf for --perf.
+# PostgreSQL: with --pg own (the default but for custom) the script
+# starts a PostgreSQL cluster of its own for the run (initdb in target/bench/<time>/pgdata,
+# a free port from 5433, the settings docker-compose.yml gives its database: see PG_TUNING
+# below), so the figures are those of the deployment we ship, whatever the machine's
+# server is set to; it is stopped and removed at the end. The throughput scenario also
+# runs its pre-sealed case and PostgreSQL alone on the server given by PGHOST/PGPORT,
+# as it is configured, for comparison. With --pg server (the default for custom)
+# everything runs on PGHOST/PGPORT/PGUSER/PGPASSWORD (default 127.0.0.1:5432,
+# postgres); the user must be allowed to create databases. Needs psql, createdb, dropdb,
+# jq (and initdb, pg_ctl for --pg own); perf for --perf.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,6 +68,7 @@ RENDER=""
 CUSTOM_ARGS=()
 WAIT_IDLE=0
 PG_SETUP=""
+PG_MODE=default
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
@@ -76,6 +85,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --wait-idle) WAIT_IDLE=1; shift ;;
         --pg-setup) PG_SETUP=${2:?--pg-setup needs SQL}; shift 2 ;;
+        --pg) PG_MODE=${2:?--pg needs own or server}; shift 2 ;;
+        --pg=*) PG_MODE=${1#*=}; shift ;;
         --agents) AGENTS=${2:?--agents needs a number}; shift 2 ;;
         --render) RENDER=${2:?--render needs a results directory}; shift 2 ;;
         --) shift; CUSTOM_ARGS=("$@"); break ;;
@@ -90,6 +101,11 @@ fi
 if [ -n "$DURATION" ] && ! [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "--duration must be a number of seconds" >&2; exit 2
 fi
+case "$PG_MODE" in
+    default) case "$SCENARIO" in custom) PG_MODE=server ;; *) PG_MODE=own ;; esac ;;
+    own|server) ;;
+    *) echo "--pg must be own or server" >&2; exit 2 ;;
+esac
 if [ "$DOC" = default ]; then
     case "$SCENARIO" in smoke|custom) DOC=none ;; *) DOC="$ROOT/docs/benchmarks.md" ;; esac
 fi
@@ -133,6 +149,55 @@ COL="$OUT/bin/ossec-collector"
 psql -d postgres -Atqc 'select 1' >/dev/null 2>&1 || die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as $PGUSER"
 fi
 
+# The settings docker-compose.yml gives its PostgreSQL (a test keeps the two
+# equal): larger shared and WAL buffers and rare checkpoints for a store that
+# is written all the time. With the Debian defaults (128 MB shared buffers, 4 MB
+# of WAL buffers, 1 GB max_wal_size, so a checkpoint every ~10 s at this rate)
+# COPY backends spent a fifth of their time waiting on WAL writes.
+PG_TUNING=(-c shared_buffers=1GB -c wal_buffers=64MB -c max_wal_size=8GB -c min_wal_size=1GB
+           -c checkpoint_timeout=15min)
+SERVER_PGHOST=$PGHOST SERVER_PGPORT=$PGPORT SERVER_PGUSER=$PGUSER SERVER_PG_AUTH=$PG_AUTH
+OWN_PGDATA=""
+OWN_PGPORT=""
+# Runs a PostgreSQL command as the postgres user when we are root (the server
+# refuses to run as root).
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_bin() {
+    local d
+    d=$(pg_config --bindir 2>/dev/null || true)
+    [ -x "$d/initdb" ] || d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+    echo "$d"
+}
+start_own_pg() {
+    local bin port
+    bin=$(pg_bin)
+    [ -x "$bin/initdb" ] && [ -x "$bin/pg_ctl" ] || die "--pg own needs initdb and pg_ctl (PostgreSQL server binaries)"
+    OWN_PGDATA="$OUT/pgdata"
+    mkdir -p "$OWN_PGDATA"
+    [ "$(id -u)" = 0 ] && chown postgres: "$OUT" "$OWN_PGDATA"
+    as_pg "$bin/initdb" -D "$OWN_PGDATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$OUT/initdb.log" 2>&1 \
+        || die "initdb failed: $OUT/initdb.log"
+    for port in $(seq 5433 5499); do
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    done
+    as_pg "$bin/pg_ctl" -D "$OWN_PGDATA" -l "$OUT/pg.log" -w -t 60 \
+        -o "-p $port -k $OWN_PGDATA -c listen_addresses=127.0.0.1 ${PG_TUNING[*]}" start >/dev/null \
+        || die "our PostgreSQL did not start: $OUT/pg.log"
+    OWN_PGPORT=$port
+    use_own_pg
+    log "PostgreSQL of our own on 127.0.0.1:$port (${PG_TUNING[*]})"
+}
+stop_own_pg() {
+    [ -n "$OWN_PGDATA" ] || return 0
+    as_pg "$(pg_bin)/pg_ctl" -D "$OWN_PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    [ "$KEEP" = 1 ] || rm -rf "$OWN_PGDATA"
+    OWN_PGDATA=""
+}
+use_own_pg() { export PGHOST=127.0.0.1 PGPORT=$OWN_PGPORT PGUSER=postgres; PG_AUTH=postgres; PG_LABEL="ours"; }
+use_server_pg() { export PGHOST=$SERVER_PGHOST PGPORT=$SERVER_PGPORT PGUSER=$SERVER_PGUSER; PG_AUTH=$SERVER_PG_AUTH; PG_LABEL="server"; }
+PG_LABEL="server"
+if [ -z "$RENDER" ] && [ "$PG_MODE" = own ]; then start_own_pg; fi
+
 # ---------------------------------------------------------------- helpers
 
 COL_PID=""; MON_PID=""; DB=""; PERF_PID=""
@@ -149,7 +214,7 @@ cleanup() {
     if [ -n "$DB" ] && [ "$KEEP" = 0 ]; then dropdb --if-exists "$DB" >/dev/null 2>&1 || true; fi
     DB=""
 }
-trap cleanup EXIT
+trap 'cleanup; stop_own_pg' EXIT
 trap 'exit 130' INT TERM
 
 q() { psql -d "$DB" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
@@ -159,16 +224,16 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # Busy and total jiffies of the whole machine.
 machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 # All PostgreSQL processes: the live ones, plus what exited children (backends,
-# autovacuum workers) left in the postmaster's cutime+cstime.
+# autovacuum workers) left in their postmaster's cutime+cstime (every cluster's).
 pg_ticks() {
-    local s=0 p pm
+    local s=0 p ppid
     for p in $(pgrep -x postgres 2>/dev/null || true); do
         s=$((s + $(ticks "$p" 2>/dev/null || echo 0)))
+        ppid=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null || echo 1)
+        if [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" != postgres ]; then
+            s=$((s + $(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null | awk '{print $14 + $15}' || echo 0)))
+        fi
     done
-    pm=$(pgrep -x -o postgres 2>/dev/null || true)
-    if [ -n "$pm" ]; then
-        s=$((s + $(cut -d')' -f2- "/proc/$pm/stat" 2>/dev/null | awk '{print $14 + $15}' || echo 0)))
-    fi
     echo "$s"
 }
 udp_rcvbuf_errors() { awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp; }
@@ -195,6 +260,7 @@ machine_json() {
     model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
     pgv=$(psql -d postgres -XAtqc 'show server_version')
+    pgv="$pgv ($( [ "$PG_LABEL" = ours ] && echo "a cluster of the benchmark's own, as docker-compose.yml sets it up" || echo "the machine's server as configured"): $(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit')"))"
     jq -n --arg nproc "$(nproc)" --arg model "$model" --arg mem "$mem" --arg pg "$pgv" \
         --arg kernel "$(uname -r)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
         --arg commit "$COMMIT" \
@@ -430,11 +496,13 @@ SQL
         --argjson rejected "${rejected:-0}" --argjson acks "${acks:-0}" \
         --argjson agent_updates "${agent_updates:-0}" \
         --argjson batch_s "${batch_s:-0}" --argjson batch_n "${batch_n:-0}" --argjson stored_n "${stored_n:-0}" \
-        --arg simtime "$simtime" --arg sim_args "$*" --arg col_args "$col_args" '
+        --arg simtime "$simtime" --arg sim_args "$*" --arg col_args "$col_args ${BENCH_COL_ARGS:-}" \
+        --arg pg "$PG_LABEL" --arg pgsettings "$(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size')")" '
         ($simtime | split(" ") | map(tonumber? // 0)) as $st |
         # CPU of the simulator while sending: without what pre-sealing took.
         ((($st[0] // 0) + ($st[1] // 0)) - (($summary // {}).preseal_cpu_s // 0) | if . < 0 then 0 else . end) as $simcpu |
         {name: $name, agents: $agents, sim_args: $sim_args, collector_args: $col_args,
+         postgresql: $pg, postgresql_settings: $pgsettings,
          sim_exit: $sim_rc, summary: $summary,
          stored: {tcp: $stored_tcp, udp: $stored_udp},
          lost: (if $summary then {tcp: ($summary.sent_tcp - $stored_tcp), udp: ($summary.sent_udp - $stored_udp)} else null end),
@@ -565,18 +633,30 @@ scenario_throughput() {
     # 2. Live: every event built and sealed as it is sent (zlib level 1, half
     #    the simulator's CPU of level 9), all three on the same two cores.
     run_case throughput-live 100 "" --transport tcp --eps 0 --duration "$d" --keepalive 20 --zlib-level 1
-    pg_alone
+    pg_alone "$OUT/pg-alone.json"
+    # 3. The same pre-sealed run and PostgreSQL alone on the machine's own
+    #    server, as it is configured.
+    if [ "$PG_MODE" = own ]; then
+        use_server_pg
+        echo "$(machine_json)" >"$OUT/throughput.server-machine.json"
+        run_case throughput-presealed-server 100 "" --transport tcp --eps 0 \
+            --duration "$d" --keepalive 20 --preseal $((100000 * ${d%.*}))
+        pg_alone "$OUT/pg-alone-server.json"
+        use_own_pg
+    fi
+    rm -f "$OUT/rows.bin"
     render_throughput
 }
 
 # PostgreSQL alone: the rows of the pre-sealed run, COPYed (binary, as the
 # collector does) into a fresh database with the collector's schema by 1 and
 # by 2 concurrent psql sessions, nothing else running. This is the ceiling of
-# the machine's PostgreSQL for these rows: the collector cannot store faster.
+# this PostgreSQL for these rows: the collector cannot store faster. Writes
+# the results to the file given.
 pg_alone() {
-    local rows="$OUT/rows.bin" p i db t0 t1 pg0 pg1 l0 l1
+    local out=$1 rows="$OUT/rows.bin" p i db t0 t1 pg0 pg1 l0 l1
     if [ ! -s "$rows" ]; then log "no rows exported; skipping the PostgreSQL-alone measurement"; return 0; fi
-    echo '[]' >"$OUT/pg-alone.json"
+    echo '[]' >"$out"
     for p in 1 2; do
         db="ossec_bench_pgalone_$$"
         dropdb --if-exists "$db" >/dev/null 2>&1 || true
@@ -604,18 +684,22 @@ pg_alone() {
                   pg_cpu_s: ($pg / $clk), pg_us_per_row: ($pg / $clk * 1e6 / $stored | . * 10 | round / 10),
                   wal_bytes_per_row: ($wal / $stored | round),
                   machine_busy_pct: ($mbusy * 100 / $mtotal | round)}]' \
-           "$OUT/pg-alone.json" >"$OUT/pg-alone.json.tmp" && mv "$OUT/pg-alone.json.tmp" "$OUT/pg-alone.json"
+           "$out" >"$OUT/pg-alone.json.tmp" && mv "$OUT/pg-alone.json.tmp" "$out"
         dropdb --if-exists "$db" >/dev/null 2>&1 || true
-        log "PostgreSQL alone, $p stream(s): $(jq -c '.[-1]' "$OUT/pg-alone.json")"
+        log "PostgreSQL alone, $p stream(s): $(jq -c '.[-1]' "$out")"
     done
-    rm -f "$rows"
 }
 
 render_throughput() {
-    local a="$OUT/throughput-presealed.json" b="$OUT/throughput-live.json" body="$OUT/throughput.md" d
+    local a="$OUT/throughput-presealed.json" b="$OUT/throughput-live.json" c="$OUT/throughput-presealed-server.json"
+    local body="$OUT/throughput.md" d files=()
     d=$(jq -r '.summary.duration_s | round' "$a")
+    files=("$a" "$b")
+    [ -f "$c" ] && files+=("$c")
     row() { # row LABEL JQ-EXPRESSION
-        printf '| %s | %s | %s |\n' "$1" "$(jq -r "$2" "$a")" "$(jq -r "$2" "$b")"
+        local f line="| $1 |"
+        for f in "${files[@]}"; do line="$line $(jq -r "$2" "$f") |"; done
+        echo "$line"
     }
     {
         machine_line
@@ -624,8 +708,16 @@ render_throughput() {
         echo "\`--preseal $(jq -r '.summary.presealed' "$a")\` (zlib level 9) or live at \`--zlib-level 1\`."
         echo "Goal: ≥ 100,000 events/s sustained, 0 lost."
         echo
-        echo "| measure | pre-sealed events, zlib level 9 (like real agents) | live simulator, zlib level 1 |"
-        echo "|---|---|---|"
+        if [ -f "$c" ]; then
+            echo "PostgreSQL: $(jq -r '.postgresql' "$OUT/throughput.machine.json" 2>/dev/null || true) for the first two columns;"
+            echo "$(jq -r '.postgresql' "$OUT/throughput.server-machine.json" 2>/dev/null || true) for the third."
+            echo
+            echo "| measure | pre-sealed events, zlib level 9 (like real agents) | live simulator, zlib level 1 | pre-sealed, level 9, the machine's server |"
+            echo "|---|---|---|---|"
+        else
+            echo "| measure | pre-sealed events, zlib level 9 (like real agents) | live simulator, zlib level 1 |"
+            echo "|---|---|---|"
+        fi
         row "**committed events/s** (steady state)" '"**\(.rate.sustained_eps)** (\(.rate.window_s) s window; 1 s rates \(.rate.min_1s_eps)–\(.rate.max_1s_eps), median \(.rate.median_1s_eps))"'
         row "sent by the simulator" '"\(.summary.sent) in \(.summary.duration_s) s (\(.summary.achieved_eps)/s), \(.summary.bytes_sent / 1048576 | floor) MiB"'
         row "what limited the rate" 'if .summary.achieved_eps > 1.1 * (.rate.sustained_eps // 0) then "PostgreSQL and the collector: the simulator sent faster, the excess waited in the collector queue and the socket buffers (TCP backpressure)" else "the simulator: everything sent was committed as it came" end'
@@ -650,9 +742,13 @@ render_throughput() {
             echo "\`COPY … FROM … (FORMAT binary)\` (what the collector sends) by 1 and 2 concurrent \`psql\`"
             echo "sessions into a fresh database with the collector's schema, nothing else running:"
             echo
-            echo "| COPY streams | rows/s | PostgreSQL CPU per row | WAL per row | machine busy |"
-            echo "|---:|---:|---:|---:|---:|"
-            jq -r '.[] | "| \(.streams) | \(.rows_per_s) | \(.pg_us_per_row) µs | \(.wal_bytes_per_row) B | \(.machine_busy_pct) % |"' "$OUT/pg-alone.json"
+            echo "| PostgreSQL | COPY streams | rows/s | PostgreSQL CPU per row | WAL per row | machine busy |"
+            echo "|---|---:|---:|---:|---:|---:|"
+            jq -r --arg w "$([ -f "$c" ] && echo "the benchmark's (compose settings)" || echo "$PG_LABEL")" \
+                '.[] | "| \($w) | \(.streams) | \(.rows_per_s) | \(.pg_us_per_row) µs | \(.wal_bytes_per_row) B | \(.machine_busy_pct) % |"' "$OUT/pg-alone.json"
+            if [ -s "$OUT/pg-alone-server.json" ]; then
+                jq -r '.[] | "| the machine'"'"'s server | \(.streams) | \(.rows_per_s) | \(.pg_us_per_row) µs | \(.wal_bytes_per_row) B | \(.machine_busy_pct) % |"' "$OUT/pg-alone-server.json"
+            fi
         fi
         if [ -s "$OUT/throughput-presealed/perf-self.txt" ]; then
             echo
@@ -776,7 +872,8 @@ scenario_smoke() {
     # export and PostgreSQL alone.
     PG_ROWS=2000 EXPORT_ROWS="$OUT/rows.bin" run_case smoke-presealed 4 "" --transport tcp --eps 0 \
         --duration "$d" --keepalive 2 --preseal 4000 --zlib-level 1
-    PG_ROWS=2000 pg_alone
+    PG_ROWS=2000 pg_alone "$OUT/pg-alone.json"
+    rm -f "$OUT/rows.bin"
     local r="$OUT/smoke.json" p="$OUT/smoke-presealed.json" fail=0
     jq -e '.summary.presealed_sent > 0 and .lost.tcp == 0 and .summary.agents_handshaken == .agents
            and .summary.reply_errors == 0 and .summary.errors == 0' "$p" >/dev/null \

@@ -26,6 +26,10 @@ use crate::ingest::{Ingest, Origin};
 use crate::metrics::{CloseReason, Transport};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// Read sizes of a connection: from this…
+const MIN_READ: usize = 4096;
+/// …up to this while the agent keeps the buffer full.
+const MAX_READ: usize = 65536;
 
 /// Binds the TCP listener.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -111,7 +115,8 @@ async fn connection(
         conn: Some((conn_id, takeover.clone())),
     };
     let mut bound: Vec<Arc<Agent>> = Vec::new();
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut read_size = MIN_READ;
+    let mut buf = BytesMut::with_capacity(read_size);
     let mut replies: Vec<u8> = Vec::new();
     let mut closing = false;
     // One idle timer, one takeover waiter and one shutdown waiter for the
@@ -127,14 +132,20 @@ async fn connection(
     let stopping = crate::shutdown::requested(&mut shutdown);
     tokio::pin!(stopping);
     let reason = 'conn: loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        // Room to read into: 4 KiB for a quiet agent, doubled (up to 64 KiB)
+        // while reads keep filling it, so that a busy agent's frames come
+        // in a few large reads instead of many small ones.
+        if buf.capacity() - buf.len() < read_size / 4 {
+            buf.reserve(read_size);
         }
         let n = tokio::select! {
             r = stream.read_buf(&mut buf) => match r {
                 Ok(0) => break CloseReason::Eof,
                 Ok(n) => {
                     last_read = tokio::time::Instant::now();
+                    if buf.capacity() == buf.len() {
+                        read_size = (read_size * 2).min(MAX_READ);
+                    }
                     n
                 }
                 Err(_) => break CloseReason::IoError,
@@ -231,8 +242,9 @@ async fn connection(
             break CloseReason::Shutdown;
         }
         // Give back memory after a large frame.
-        if buf.is_empty() && buf.capacity() > 65536 {
-            buf = BytesMut::with_capacity(4096);
+        if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
+            read_size = MIN_READ;
+            buf = BytesMut::with_capacity(read_size);
         }
     };
     for a in bound {

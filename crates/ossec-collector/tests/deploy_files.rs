@@ -795,3 +795,37 @@ fn documented_commands_exist() {
         "ossec-collector {health:?}: {out:?}"
     );
 }
+
+/// `-c name=value` pairs of a command line.
+fn settings(words: &[String]) -> std::collections::BTreeSet<String> {
+    words
+        .windows(2)
+        .filter(|w| w[0] == "-c")
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+/// The compose file's PostgreSQL settings are the ones the benchmark runs
+/// its own cluster with (`PG_TUNING` in bench/run.sh), so that
+/// docs/benchmarks.md measures the deployment we ship.
+#[test]
+fn compose_postgres_settings_are_the_benchmarks() {
+    let command = strings(&compose()["services"]["db"]["command"]);
+    assert_eq!(command.first().map(String::as_str), Some("postgres"));
+    let compose = settings(&command);
+    assert!(
+        compose.iter().any(|s| s.starts_with("shared_buffers=")),
+        "{compose:?}"
+    );
+    let bench = read("bench/run.sh");
+    let start = bench
+        .find("PG_TUNING=(")
+        .expect("PG_TUNING in bench/run.sh")
+        + "PG_TUNING=(".len();
+    let end = start + bench[start..].find(')').expect("end of PG_TUNING");
+    let words: Vec<String> = bench[start..end]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(settings(&words), compose);
+}

@@ -153,7 +153,9 @@ pub enum Store {
 /// Makes `bytes` storable in a text column: the text, and the exact bytes
 /// when the text is not exact.
 pub fn text_and_raw(bytes: &[u8]) -> (Cow<'_, str>, Option<&[u8]>) {
-    match std::str::from_utf8(bytes) {
+    // SIMD validation: this runs on every message and location, and std's
+    // validator was 6 % of the collector's CPU in the benchmark profile.
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(s) if !bytes.contains(&0) => (Cow::Borrowed(s), None),
         Ok(s) => (Cow::Owned(s.replace('\0', "\u{FFFD}")), Some(bytes)),
         Err(_) => (
