@@ -83,9 +83,12 @@ struct Args {
     /// zlib level of the messages: 9 like real agents; receivers accept any level, and 1 costs the simulator half the CPU.
     #[arg(long, default_value_t = 9, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
     zlib_level: u32,
-    /// Seal this many events (over all agents) before the run and only write them while it runs, so that the simulator takes almost no CPU from the server it measures; `auto` = --eps × --duration. Agents still handshake, keepalive and check ACKs live; with --stamp, one live stamped event follows every 64 pre-sealed ones; an agent that has sent all of its share sends no more events. Memory: about 0.5 KB per event [default: 0, seal every event when it is sent].
+    /// Seal this many events (over all agents) before the run and only write them while it runs, so that the simulator takes almost no CPU from the server it measures; `auto` = --eps × --duration. Agents still handshake, keepalive and check ACKs live; with --stamp, one live stamped event follows every --stamp-every pre-sealed ones; an agent that has sent all of its share sends no more events. Memory: about 0.5 KB per event [default: 0, seal every event when it is sent].
     #[arg(long, value_name = "N|auto")]
     preseal: Option<String>,
+    /// With --preseal and --stamp: a live stamped event after every N pre-sealed ones of an agent.
+    #[arg(long, value_name = "N", default_value_t = ossec_agent_sim::preseal::STAMP_EVERY as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    stamp_every: u64,
     /// Seconds to wait at the end for outstanding ACKs.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     ack_grace: f64,
@@ -239,6 +242,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         cfg.stamp = args.stamp;
         cfg.mix = args.mix.unwrap_or_default();
         cfg.zlib_level = args.zlib_level;
+        cfg.stamp_every = usize::try_from(args.stamp_every).unwrap_or(usize::MAX);
         cfg.preseal = match args.preseal.as_deref() {
             None => 0,
             Some("auto") => {

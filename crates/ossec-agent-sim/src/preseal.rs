@@ -25,7 +25,8 @@ use crate::events::{EventKind, Mix};
 
 /// Counter values per pre-sealed event: the event's own and three free.
 pub const STRIDE: u64 = 4;
-/// With `--stamp`, one live stamped event after every this many pre-sealed.
+/// With `--stamp`, one live stamped event after every this many pre-sealed
+/// (the default of `--stamp-every`).
 pub const STAMP_EVERY: usize = 64;
 /// Largest local counter (§3.4): local runs 1..=9997.
 const LOCAL_MAX: u64 = 9997;
@@ -159,9 +160,9 @@ impl Presealed {
     }
 
     /// Whether stream event number `n` (counting from 1) is followed by a
-    /// live stamped event.
-    pub fn stamp_after(n: usize) -> bool {
-        n.is_multiple_of(STAMP_EVERY)
+    /// live stamped event, with one after every `every`.
+    pub fn stamp_after(n: usize, every: usize) -> bool {
+        n.is_multiple_of(every.max(1))
     }
 }
 

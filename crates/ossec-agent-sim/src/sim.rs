@@ -175,6 +175,9 @@ pub struct SimConfig {
     /// Events to seal before the run, over all agents (0: seal every event
     /// when it is sent). See [`crate::preseal`].
     pub preseal: u64,
+    /// With `preseal` and `stamp`: one live stamped event after every this
+    /// many pre-sealed ones of an agent.
+    pub stamp_every: usize,
     pub seed: u64,
     /// Progress line on stderr every so often.
     pub progress: Option<Duration>,
@@ -204,6 +207,7 @@ impl SimConfig {
             mix: Mix::default(),
             zlib_level: 9,
             preseal: 0,
+            stamp_every: preseal::STAMP_EVERY,
             seed: rand::random(),
             progress: None,
         }
@@ -931,7 +935,7 @@ impl Task {
 
     /// Sends `n` events of the mix: sealed now, or with `--preseal` the
     /// next pre-sealed ones (with `--stamp`, a live stamped event after
-    /// every [`preseal::STAMP_EVERY`]). An agent whose pre-sealed events are
+    /// every `--stamp-every`). An agent whose pre-sealed events are
     /// used up sends no more events (it stays connected), so that sealing
     /// never takes CPU from the server during a run.
     async fn send_mix(&mut self, link: &mut Link, n: usize) -> bool {
@@ -981,7 +985,8 @@ impl Task {
                 return false;
             }
         }
-        let stamped = (before + 1..=before + k).any(Presealed::stamp_after);
+        let every = self.sh.cfg.stamp_every;
+        let stamped = (before + 1..=before + k).any(|n| Presealed::stamp_after(n, every));
         if self.sh.cfg.stamp && stamped {
             return self.send_events(link, 1, None).await;
         }
