@@ -263,7 +263,7 @@ machine_json() {
     model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
     pgv=$(psql -d postgres -XAtqc 'show server_version')
-    pgv="$pgv ($( [ "$PG_LABEL" = ours ] && echo "a cluster of the benchmark's own, as docker-compose.yml sets it up" || echo "the machine's server as configured"): $(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit')"))"
+    pgv="$pgv ($( [ "$PG_LABEL" = ours ] && echo "a cluster of the benchmark's own, as docker-compose.yml sets it up" || echo "the machine's server as configured"): $(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit')"))"
     jq -n --arg nproc "$(nproc)" --arg model "$model" --arg mem "$mem" --arg pg "$pgv" \
         --arg kernel "$(uname -r)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
         --arg commit "$COMMIT" \
@@ -500,7 +500,7 @@ SQL
         --argjson agent_updates "${agent_updates:-0}" \
         --argjson batch_s "${batch_s:-0}" --argjson batch_n "${batch_n:-0}" --argjson stored_n "${stored_n:-0}" \
         --arg simtime "$simtime" --arg sim_args "$*" --arg col_args "$col_args ${BENCH_COL_ARGS:-}" \
-        --arg pg "$PG_LABEL" --arg pgsettings "$(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size')")" '
+        --arg pg "$PG_LABEL" --arg pgsettings "$(psql -d postgres -XAtqc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'wal_buffers', 'max_wal_size')")" '
         ($simtime | split(" ") | map(tonumber? // 0)) as $st |
         # CPU of the simulator while sending: without what pre-sealing took.
         ((($st[0] // 0) + ($st[1] // 0)) - (($summary // {}).preseal_cpu_s // 0) | if . < 0 then 0 else . end) as $simcpu |

@@ -899,10 +899,10 @@ impl Task {
             };
             if due > 0 {
                 let n = due.min(BATCH as u64) as usize;
-                if !self.send_mix(link, n).await {
-                    return End::Reconnect;
+                match self.send_mix(link, n).await {
+                    Some(sent) => ev_sent += sent,
+                    None => return End::Reconnect,
                 }
-                ev_sent += n as u64;
                 if self.stopping() {
                     return End::Stop;
                 }
@@ -938,16 +938,18 @@ impl Task {
     /// every `--stamp-every`). An agent whose pre-sealed events are
     /// used up sends no more events (it stays connected), so that sealing
     /// never takes CPU from the server during a run.
-    async fn send_mix(&mut self, link: &mut Link, n: usize) -> bool {
+    /// Returns how many events went out (a stamped one counts against the
+    /// agent's rate like any other), `None` when the link failed.
+    async fn send_mix(&mut self, link: &mut Link, n: usize) -> Option<u64> {
         let Some(p) = self.preseal.as_mut() else {
-            return self.send_events(link, n, None).await;
+            return self.send_events(link, n, None).await.then_some(n as u64);
         };
         if p.remaining() == 0 {
             if !self.exhausted {
                 self.exhausted = true;
                 self.sh.stats.presealed_exhausted.fetch_add(1, Relaxed);
             }
-            return true;
+            return Some(0);
         }
         let (frames, kinds) = p.peek(n);
         let k = kinds.len();
@@ -982,15 +984,18 @@ impl Task {
             Err(e) => {
                 self.io_error(&e);
                 self.stats().reconnects.fetch_add(1, Relaxed);
-                return false;
+                return None;
             }
         }
         let every = self.sh.cfg.stamp_every;
         let stamped = (before + 1..=before + k).any(|n| Presealed::stamp_after(n, every));
         if self.sh.cfg.stamp && stamped {
-            return self.send_events(link, 1, None).await;
+            return self
+                .send_events(link, 1, None)
+                .await
+                .then_some(k as u64 + 1);
         }
-        true
+        Some(k as u64)
     }
 
     /// Builds, seals and sends `n` events (of the mix, or all of `kind`).
