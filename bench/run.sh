@@ -548,48 +548,13 @@ doc_section() { # doc_section KEY TITLE BODY-FILE
     [ "$DOC" = none ] && return 0
     local file=$DOC tmp
     if [ ! -f "$file" ]; then
+        # A new page: the title; the method is described in the repository's
+        # docs/benchmarks.md and bench/run.sh --help.
         cat >"$file" <<'EOF'
 # Benchmarks
 
-All numbers on this page come from one command, which builds the release binaries, runs
-each scenario against a fresh PostgreSQL database and rewrites its section here:
-
-```sh
-bench/run.sh --scenario all --perf     # throughput, fleet, udp (~12 minutes)
-bench/run.sh --scenario throughput     # or one of them; --duration S changes the run length
-bench/run.sh --scenario smoke          # 5 s correctness check used by CI (writes nothing here)
-```
-
-Method, for every run: `ossec-collector serve --verify-counters true` on a fresh database;
-the agents are `ossec-agent-sim` (Wazuh 4.x agents, AES, the default event mix of sshd
-syslog, FIM JSON, Windows eventchannel JSON and rootcheck, 100 B to 3.7 KB, zlib level 9
-like real agents unless said otherwise, `--stamp`). *Committed events/s* is the growth of
-`max(id)` of `events` sampled every 100 ms, over the steady-state window (after a warm-up
-of a quarter of the run, at most 10 s; `count(*)` on a table growing by gigabytes would
-itself load the machine); *lost* is what the simulator sent minus the rows stored once the
-row count has been stable for 2 s; *latency* is the time between the send stamp inside
-every 50th event and the first 100 ms poll that sees its row (so it includes up to ~100 ms
-of polling delay); *CPU* is the collector's utime+stime over the run (including the drain)
-divided by the wall time; *peak RSS* is VmHWM; PostgreSQL CPU is that of every postgres
-process on the machine. The simulator, PostgreSQL and the collector share the same
-machine, so every figure is for the three of them competing for the same cores; *others*
-is the CPU the rest of the machine used meanwhile (with `--wait-idle` a case is repeated
-when that exceeds 0.15 of a core). Even so, runs on a shared VM vary from one to the next
-by up to a quarter.
-Raw results of every run (JSON, logs, perf data) are kept in `target/bench/<time>/`.
-
-The simulator can also be run by hand against any collector, e.g.
-
-```sh
-ossec-agent-sim --generate-keys 1000 --write-keys client.keys --keys-only
-ossec-collector serve --keys client.keys --database-url postgres://… &
-ossec-agent-sim --server 127.0.0.1:1514 --keys client.keys --transport mixed --cipher mixed \
-    --eps 5000 --duration 60 --stamp --progress 5
-```
-
-It prints one JSON object: `sent`, `acked`, `missing_acks`, `reconnects`, `errors`,
-`achieved_eps`, and per-transport counts, control messages, ACK latency percentiles and the
-error breakdown (`ossec-agent-sim --help` lists every option).
+Written by `bench/run.sh` (method: `bench/run.sh --help`). Raw results of every run
+(JSON, logs, perf data) are kept in `target/bench/<time>/`.
 EOF
     fi
     tmp=$(mktemp)
