@@ -362,48 +362,26 @@ mod tests {
     #[test]
     fn contact_reports_changes_other_than_last_seen() {
         let mut st = AgentState::default();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(apply_contact(
-            &mut st,
-            1,
-            ip,
-            "tcp",
-            Cipher::Aes,
-            Some(AesIv::Fixed)
-        ));
-        assert!(!apply_contact(
-            &mut st,
-            2,
-            ip,
-            "tcp",
-            Cipher::Aes,
-            Some(AesIv::Fixed)
-        ));
-        assert_eq!(st.record.last_seen, Some(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let fixed = Some(AesIv::Fixed);
+        // (time, address, transport, cipher, AES variant) -> changed?
+        let steps = [
+            (1, a, "tcp", Cipher::Aes, fixed, true),
+            (2, a, "tcp", Cipher::Aes, fixed, false),
+            (3, b, "tcp", Cipher::Aes, fixed, true),
+            (4, b, "udp", Cipher::Aes, fixed, true),
+            (5, b, "udp", Cipher::Blowfish, None, true),
+            (6, b, "udp", Cipher::Blowfish, None, false),
+        ];
+        for (now, ip, transport, cipher, iv, changed) in steps {
+            assert_eq!(
+                apply_contact(&mut st, now, ip, transport, cipher, iv),
+                changed,
+                "at {now}"
+            );
+            assert_eq!(st.record.last_seen, Some(now));
+        }
         assert_eq!(st.record.first_seen, Some(1));
-        assert!(apply_contact(
-            &mut st,
-            3,
-            "10.0.0.2".parse().unwrap(),
-            "tcp",
-            Cipher::Aes,
-            Some(AesIv::Fixed)
-        ));
-        assert!(apply_contact(
-            &mut st,
-            4,
-            "10.0.0.2".parse().unwrap(),
-            "udp",
-            Cipher::Aes,
-            Some(AesIv::Fixed)
-        ));
-        assert!(apply_contact(
-            &mut st,
-            5,
-            "10.0.0.2".parse().unwrap(),
-            "udp",
-            Cipher::Blowfish,
-            None
-        ));
     }
 }

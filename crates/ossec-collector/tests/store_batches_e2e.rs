@@ -81,57 +81,50 @@ async fn check(backend: Backend) {
     store.insert_events(&rows).await.unwrap();
     // A second batch after the first: ids continue.
     store.insert_events(&rows[..10]).await.unwrap();
-    let ts = match backend {
-        Backend::Postgres => {
-            "(extract(epoch FROM received_at) * 1000000)::bigint AS us, message_raw, location_raw"
-        }
-        Backend::Sqlite => "received_at AS us, message_raw, location_raw",
+    // The same columns from both dialects: time as µs (PostgreSQL) or text
+    // (SQLite), counters as 64-bit integers.
+    let (ts, local) = match backend {
+        Backend::Postgres => (
+            "(extract(epoch FROM received_at) * 1000000)::bigint::text",
+            "local_counter::bigint",
+        ),
+        Backend::Sqlite => ("received_at", "local_counter"),
     };
     let q = format!(
-        "SELECT id, {ts}, agent_id, agent_name, source_ip, transport, queue, location, message, \
-         global_counter, local_counter FROM events ORDER BY id"
+        "SELECT {ts} AS us, agent_id, source_ip, queue, location, location_raw, message, \
+         message_raw, global_counter, {local} AS local_counter FROM events ORDER BY id"
     );
+    macro_rules! fetch {
+        ($pool:expr) => {
+            sqlx::query(&q)
+                .fetch_all($pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| {
+                    let us: String = r.get("us");
+                    (
+                        us.parse::<i64>()
+                            .ok()
+                            .or_else(|| ossec_store::parse_micros(&us))
+                            .unwrap(),
+                        r.get::<String, _>("agent_id"),
+                        r.get::<String, _>("source_ip"),
+                        r.get::<String, _>("queue"),
+                        r.get::<String, _>("location"),
+                        r.get::<Option<Vec<u8>>, _>("location_raw"),
+                        r.get::<String, _>("message"),
+                        r.get::<Option<Vec<u8>>, _>("message_raw"),
+                        r.get::<i64, _>("global_counter"),
+                        r.get::<i64, _>("local_counter"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+    }
     let got = match &store {
-        Store::Postgres(p) => sqlx::query(&q)
-            .fetch_all(p)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<i64, _>("us"),
-                    r.get::<String, _>("agent_id"),
-                    r.get::<String, _>("source_ip"),
-                    r.get::<String, _>("queue"),
-                    r.get::<String, _>("location"),
-                    r.get::<Option<Vec<u8>>, _>("location_raw"),
-                    r.get::<String, _>("message"),
-                    r.get::<Option<Vec<u8>>, _>("message_raw"),
-                    r.get::<i64, _>("global_counter"),
-                    i64::from(r.get::<i32, _>("local_counter")),
-                )
-            })
-            .collect::<Vec<_>>(),
-        Store::Sqlite(p) => sqlx::query(&q)
-            .fetch_all(p)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                (
-                    ossec_store::parse_micros(&r.get::<String, _>("us")).unwrap(),
-                    r.get::<String, _>("agent_id"),
-                    r.get::<String, _>("source_ip"),
-                    r.get::<String, _>("queue"),
-                    r.get::<String, _>("location"),
-                    r.get::<Option<Vec<u8>>, _>("location_raw"),
-                    r.get::<String, _>("message"),
-                    r.get::<Option<Vec<u8>>, _>("message_raw"),
-                    r.get::<i64, _>("global_counter"),
-                    r.get::<i64, _>("local_counter"),
-                )
-            })
-            .collect::<Vec<_>>(),
+        Store::Postgres(p) => fetch!(p),
+        Store::Sqlite(p) => fetch!(p),
     };
     assert_eq!(got.len(), rows.len() + 10);
     for (n, (r, g)) in rows.iter().chain(&rows[..10]).zip(&got).enumerate() {
