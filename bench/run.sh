@@ -149,7 +149,11 @@ mkdir -p "$OUT/bin"
 cp "$SIM" "$COL" "$OUT/bin/"
 SIM="$OUT/bin/ossec-agent-sim"
 COL="$OUT/bin/ossec-collector"
-psql -d postgres -Atqc 'select 1' >/dev/null 2>&1 || die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as $PGUSER"
+SERVER_OK=0
+if psql -d postgres -Atqc 'select 1' >/dev/null 2>&1; then SERVER_OK=1
+elif [ "$PG_MODE" = server ]; then die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as $PGUSER"
+else log "no PostgreSQL server at $PGHOST:$PGPORT: only our own cluster is measured"
+fi
 fi
 
 # The settings docker-compose.yml gives its PostgreSQL (a test keeps the two
@@ -172,7 +176,7 @@ pg_bin() {
     echo "$d"
 }
 start_own_pg() {
-    local bin port
+    local bin port p
     bin=$(pg_bin)
     [ -x "$bin/initdb" ] && [ -x "$bin/pg_ctl" ] || die "--pg own needs initdb and pg_ctl (PostgreSQL server binaries)"
     OWN_PGDATA="$OUT/pgdata"
@@ -180,9 +184,11 @@ start_own_pg() {
     [ "$(id -u)" = 0 ] && chown postgres: "$OUT" "$OWN_PGDATA"
     as_pg "$bin/initdb" -D "$OWN_PGDATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$OUT/initdb.log" 2>&1 \
         || die "initdb failed: $OUT/initdb.log"
-    for port in $(seq 5433 5499); do
-        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    port=""
+    for p in $(seq 5433 5499); do
+        if ! (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
     done
+    [ -n "$port" ] || die "no free port in 5433-5499 for our PostgreSQL"
     as_pg "$bin/pg_ctl" -D "$OWN_PGDATA" -l "$OUT/pg.log" -w -t 60 \
         -o "-p $port -k $OWN_PGDATA -c listen_addresses=127.0.0.1 ${PG_TUNING[*]}" start >/dev/null \
         || die "our PostgreSQL did not start: $OUT/pg.log"
@@ -199,12 +205,12 @@ stop_own_pg() {
 use_own_pg() { export PGHOST=127.0.0.1 PGPORT=$OWN_PGPORT PGUSER=postgres; PG_AUTH=postgres; PG_LABEL="ours"; }
 use_server_pg() { export PGHOST=$SERVER_PGHOST PGPORT=$SERVER_PGPORT PGUSER=$SERVER_PGUSER; PG_AUTH=$SERVER_PG_AUTH; PG_LABEL="server"; }
 PG_LABEL="server"
-if [ -z "$RENDER" ] && [ "$PG_MODE" = own ]; then start_own_pg; fi
 
 # ---------------------------------------------------------------- helpers
 
-COL_PID=""; MON_PID=""; DB=""; PERF_PID=""
+COL_PID=""; MON_PID=""; DB=""; PERF_PID=""; SIM_PID=""
 cleanup() {
+    if [ -n "$SIM_PID" ]; then kill -INT "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=""; fi
     if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
     if [ -n "$MON_PID" ]; then kill "$MON_PID" 2>/dev/null || true; wait "$MON_PID" 2>/dev/null || true; MON_PID=""; fi
     if [ -n "$COL_PID" ]; then
@@ -219,6 +225,7 @@ cleanup() {
 }
 trap 'cleanup; stop_own_pg' EXIT
 trap 'exit 130' INT TERM
+if [ -z "$RENDER" ] && [ "$PG_MODE" = own ]; then start_own_pg; fi
 
 q() { psql -d "$DB" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 # utime+stime of a process, in clock ticks.
@@ -372,15 +379,15 @@ SQL
     MON_PID=$!
 
     log "$name: $agents agents -> $addr: ossec-agent-sim $*"
-    local sim_rc=0 timecmd=() sim_pid
+    local sim_rc=0 timecmd=()
     if [ -x /usr/bin/time ]; then timecmd=(/usr/bin/time -f '%U %S %M' -o "$work/sim.time"); fi
     ${timecmd[@]+"${timecmd[@]}"} "$SIM" --server "$addr" --keys "$work/client.keys" --agents "$agents" --stamp \
         --progress 5 "$@" ${BENCH_SIM_ARGS:-} >"$work/summary.json" 2>"$work/sim.log" &
-    sim_pid=$!
+    SIM_PID=$!
     # With --preseal the simulator first seals its events (the collector is
     # idle meanwhile); measuring starts when it starts sending.
-    if [[ " $* ${BENCH_SIM_ARGS:-} " == *" --preseal "* ]]; then
-        while kill -0 "$sim_pid" 2>/dev/null && ! grep -q '^pre-sealed .*; sending' "$work/sim.log" 2>/dev/null; do
+    if [[ " $* ${BENCH_SIM_ARGS:-} " =~ \ --preseal[=\ ] ]]; then
+        while kill -0 "$SIM_PID" 2>/dev/null && ! grep -q '^pre-sealed .*; sending' "$work/sim.log" 2>/dev/null; do
             sleep 0.1
         done
         log "$name: $(grep -m1 '^pre-sealed' "$work/sim.log" || echo 'the simulator ended before sending')"
@@ -400,7 +407,8 @@ SQL
           wait ) >"$work/perf.log" 2>&1 &
         PERF_PID=$!
     fi
-    wait "$sim_pid" || sim_rc=$?
+    wait "$SIM_PID" || sim_rc=$?
+    SIM_PID=""
     local t1; t1=$(now_ms)
     if [ -n "$PERF_PID" ]; then
         wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
@@ -596,7 +604,7 @@ scenario_throughput() {
     #    sealed before the clock starts, so the simulator takes almost no CPU
     #    from the collector and PostgreSQL. Enough for 100,000 events/s.
     EXPORT_ROWS="$OUT/rows.bin" run_case throughput-presealed 100 "" --transport tcp --eps 0 \
-        --duration "$d" --keepalive 20 --preseal $((100000 * ${d%.*}))
+        --duration "$d" --keepalive 20 --preseal "$(awk -v d="$d" 'BEGIN { printf "%d", 100000 * d }')"
     PERF_AT=""
     # 2. Live: every event built and sealed as it is sent (zlib level 1, half
     #    the simulator's CPU of level 9), all three on the same two cores.
@@ -604,11 +612,11 @@ scenario_throughput() {
     pg_alone "$OUT/pg-alone.json"
     # 3. The same pre-sealed run and PostgreSQL alone on the machine's own
     #    server, as it is configured.
-    if [ "$PG_MODE" = own ]; then
+    if [ "$PG_MODE" = own ] && [ "$SERVER_OK" = 1 ]; then
         use_server_pg
         echo "$(machine_json)" >"$OUT/throughput.server-machine.json"
         run_case throughput-presealed-server 100 "" --transport tcp --eps 0 \
-            --duration "$d" --keepalive 20 --preseal $((100000 * ${d%.*}))
+            --duration "$d" --keepalive 20 --preseal "$(awk -v d="$d" 'BEGIN { printf "%d", 100000 * d }')"
         pg_alone "$OUT/pg-alone-server.json"
         use_own_pg
     fi
@@ -629,16 +637,21 @@ pg_alone() {
         db="ossec_bench_pgalone_$$"
         dropdb --if-exists "$db" >/dev/null 2>&1 || true
         createdb "$db"
-        for f in "$ROOT"/migrations/postgres/*.sql; do psql -d "$db" -XAtq -v ON_ERROR_STOP=1 -f "$f" >/dev/null 2>&1; done
+        for f in "$ROOT"/migrations/postgres/*.sql; do
+            psql -d "$db" -XAtq -v ON_ERROR_STOP=1 -f "$f" >/dev/null || die "applying $f failed"
+        done
         psql -d "$db" -XAtqc 'CHECKPOINT' >/dev/null
         [ "$WAIT_IDLE" = 1 ] && wait_idle
         l0=$(psql -d "$db" -XAtqc 'SELECT pg_current_wal_lsn()')
         pg0=$(pg_ticks); read -r mb0 mt0 < <(machine_ticks); t0=$(now_ms)
+        local pids=() failed=0
         for i in $(seq 1 "$p"); do
             PGSSLMODE=disable psql -d "$db" -XAtq -v ON_ERROR_STOP=1 \
                 -c "\\copy events ($EVENT_COLUMNS) FROM '$rows' WITH (FORMAT binary)" >/dev/null &
+            pids+=($!)
         done
-        wait
+        for i in "${pids[@]}"; do wait "$i" || failed=1; done
+        [ "$failed" = 0 ] || die "PostgreSQL alone: a COPY failed"
         t1=$(now_ms); pg1=$(pg_ticks); read -r mb1 mt1 < <(machine_ticks)
         l1=$(psql -d "$db" -XAtqc 'SELECT pg_current_wal_lsn()')
         local stored wal

@@ -153,6 +153,12 @@ impl Presealed {
         )
     }
 
+    /// Counts `n` events as skipped (taken past with [`Presealed::advance`]
+    /// but not sent).
+    pub fn count_skipped(&mut self, n: usize) {
+        self.skipped += n as u64;
+    }
+
     /// Marks `n` events sent; returns the counter of the last one.
     pub fn advance(&mut self, n: usize) -> SenderCounter {
         self.next = self.next.saturating_add(n).min(self.ends.len());

@@ -917,7 +917,7 @@ impl Task {
             if let Some(oldest) = self.outstanding.front() {
                 wake = wake.min(*oldest + ack_timeout);
             }
-            if !unlimited {
+            if !unlimited && !self.exhausted {
                 wake = wake.min(ev_start + interval.mul_f64(ev_sent as f64));
             }
             tokio::select! {
@@ -959,12 +959,8 @@ impl Task {
             .await
         {
             Ok(bytes) => {
+                // Bytes on the wire: with the TCP length prefixes, UDP without.
                 let stats = &self.sh.stats;
-                let framing = if self.transport == Transport::Tcp {
-                    0
-                } else {
-                    4
-                };
                 for &kind in kinds {
                     stats.by_kind[kind.index()].fetch_add(1, Relaxed);
                 }
@@ -974,14 +970,18 @@ impl Task {
                     Transport::Udp => &stats.sent_udp,
                 }
                 .fetch_add(k as u64, Relaxed);
-                stats
-                    .bytes_sent
-                    .fetch_add((bytes - framing * k) as u64, Relaxed);
+                stats.bytes_sent.fetch_add(bytes as u64, Relaxed);
                 stats.presealed_sent.fetch_add(k as u64, Relaxed);
                 let last = p.advance(k);
                 self.agent.set_counter(last);
             }
             Err(e) => {
+                // Some of these may have reached the server: move past all of
+                // them (not counted as sent), so that the next connection's
+                // startup has a newer counter than anything it accepted.
+                let last = p.advance(k);
+                p.count_skipped(k);
+                self.agent.set_counter(last);
                 self.io_error(&e);
                 self.stats().reconnects.fetch_add(1, Relaxed);
                 return None;

@@ -264,6 +264,11 @@ impl Running {
                 let stored = metrics.events_stored.load(Ordering::Relaxed);
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
                 writer.abort();
+                // Still try to save agent state and counters (a store that
+                // refuses events may take them; the state writer gives up
+                // on errors once `give_up` is set).
+                let _ = state_done.send(());
+                let _ = tokio::time::timeout(Duration::from_secs(2), state_writer).await;
                 anyhow::bail!(
                     "shutdown timeout: {} queued events were not stored (is the store reachable?)",
                     queued.saturating_sub(stored)

@@ -121,10 +121,12 @@ async fn connection(
     let mut closing = false;
     // One idle timer, one takeover waiter and one shutdown waiter for the
     // whole connection, not new ones for every read: the timer is only
-    // re-armed when it fires early (data came in meanwhile). Each of the
-    // three ends the connection when it completes, so none is polled again
-    // after that.
-    let mut last_read = tokio::time::Instant::now();
+    // re-armed when it fires early (the connection was active meanwhile).
+    // Takeover and shutdown end the connection when they complete, so
+    // neither is polled again after that. Idle means no data for `idle`:
+    // time spent waiting for queue room (backpressure) or writing replies
+    // is activity, so `last_active` moves after every pass as well.
+    let mut last_active = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     let taken_over = takeover.notified();
@@ -138,27 +140,11 @@ async fn connection(
         if buf.capacity() - buf.len() < read_size / 4 {
             buf.reserve(read_size);
         }
+        // Biased: shutdown and takeover first (a busy agent must not delay
+        // them), then data before the idle timer (data that is ready never
+        // loses to a timer that fired meanwhile).
         let n = tokio::select! {
-            r = stream.read_buf(&mut buf) => match r {
-                Ok(0) => break CloseReason::Eof,
-                Ok(n) => {
-                    last_read = tokio::time::Instant::now();
-                    if buf.capacity() == buf.len() {
-                        read_size = (read_size * 2).min(MAX_READ);
-                    }
-                    n
-                }
-                Err(_) => break CloseReason::IoError,
-            },
-            _ = &mut idle_timer => {
-                let deadline = last_read + idle;
-                if tokio::time::Instant::now() >= deadline {
-                    break CloseReason::Idle;
-                }
-                idle_timer.as_mut().reset(deadline);
-                continue;
-            }
-            _ = &mut taken_over => break CloseReason::Takeover,
+            biased;
             _ = &mut stopping => {
                 // Take in what the kernel already received, then stop.
                 let mut drained = 0;
@@ -174,6 +160,25 @@ async fn connection(
                 }
                 closing = true;
                 drained
+            }
+            _ = &mut taken_over => break CloseReason::Takeover,
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) => break CloseReason::Eof,
+                Ok(n) => {
+                    if buf.capacity() == buf.len() {
+                        read_size = (read_size * 2).min(MAX_READ);
+                    }
+                    n
+                }
+                Err(_) => break CloseReason::IoError,
+            },
+            _ = &mut idle_timer => {
+                let deadline = last_active + idle;
+                if tokio::time::Instant::now() >= deadline {
+                    break CloseReason::Idle;
+                }
+                idle_timer.as_mut().reset(deadline);
+                continue;
             }
         };
         let _ = n;
@@ -241,6 +246,7 @@ async fn connection(
         if closing {
             break CloseReason::Shutdown;
         }
+        last_active = tokio::time::Instant::now();
         // Give back memory after a large frame.
         if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
             read_size = MIN_READ;

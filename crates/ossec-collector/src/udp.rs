@@ -33,10 +33,17 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<UdpSocket>>
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         // Bigger kernel buffers absorb bursts; the kernel caps them at
-        // net.core.rmem_max (Linux reports twice what it grants).
+        // net.core.rmem_max.
         let _ = s.set_recv_buffer_size(RECV_BUFFER);
         if i == 0 {
-            if let Ok(got) = s.recv_buffer_size() {
+            if let Ok(reported) = s.recv_buffer_size() {
+                // Linux reports twice the size it grants (the doubled part
+                // is its own bookkeeping).
+                let got = if cfg!(target_os = "linux") {
+                    reported / 2
+                } else {
+                    reported
+                };
                 if got < RECV_BUFFER {
                     tracing::warn!(
                         asked = RECV_BUFFER,

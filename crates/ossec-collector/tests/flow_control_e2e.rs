@@ -36,6 +36,9 @@ async fn stalled_store_slows_tcp_without_loss_and_counts_udp_drops() {
     let c = start(&keys, &db, |a| {
         a.queue_capacity = Some(100);
         a.batch_size = Some(50);
+        // Shorter than the stall: a connection waiting for queue room is
+        // not idle, and must not be closed as such when the room comes.
+        a.tcp_idle_timeout = Some(1);
     })
     .await;
     // Stall the store: hold an exclusive lock on `events`.
@@ -84,6 +87,8 @@ async fn stalled_store_slows_tcp_without_loss_and_counts_udp_drops() {
         "TCP reading stops under backpressure ({read_tcp} of {tcp_n})"
     );
     assert_eq!(m.events_stored.load(Ordering::Relaxed), 0);
+    // Stalled for well over the idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     // The store comes back: everything TCP sent is stored, UDP minus drops.
     tx.commit().await.unwrap();

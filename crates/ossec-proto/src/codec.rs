@@ -271,6 +271,13 @@ pub struct Decoder {
 /// again by zlib-rs, a streaming inflater that behaves like the agents' C
 /// zlib, which then decides: the result, or why the stream is bad
 /// (truncated, corrupt, too large). Only broken messages pay twice.
+///
+/// Where zlib accepts a stream, libdeflate gives the same bytes. libdeflate
+/// also accepts a few malformed Huffman headers that zlib refuses (more
+/// than 286 literal/length or 30 distance codes declared, incomplete code
+/// sets): no zlib ever writes them, so only a sender holding the agent's
+/// key can, and its message must still pass the MD5 check. Such a message
+/// is accepted here where a Wazuh manager would drop it as corrupt.
 struct Inflater {
     fast: Decompressor,
     exact: Decompress,

@@ -706,7 +706,13 @@ fn pg_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
         url: redact(url),
         reason: e.to_string(),
     })?;
-    let explicit = url.contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
+    // sqlx takes `sslmode` and `ssl-mode` in the query string.
+    let in_url = url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|kv| matches!(kv.split('=').next(), Some("sslmode" | "ssl-mode")))
+    });
+    let explicit = in_url || std::env::var_os("PGSSLMODE").is_some();
     if !explicit && is_local_host(opts.get_host()) {
         return Ok(opts.ssl_mode(sqlx::postgres::PgSslMode::Disable));
     }
@@ -838,6 +844,10 @@ mod tests {
         assert_eq!(
             mode("postgres://u@127.0.0.1/db?sslmode=require"),
             format!("{:?}", PgSslMode::Require)
+        );
+        assert_eq!(
+            mode("postgres://u@127.0.0.1/db?application_name=x&ssl-mode=verify-full"),
+            format!("{:?}", PgSslMode::VerifyFull)
         );
         assert!(matches!(
             pg_options("postgres://u@h:notaport/db"),
