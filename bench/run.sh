@@ -163,6 +163,10 @@ fi
 # COPY backends spent a fifth of their time waiting on WAL writes.
 PG_TUNING=(-c shared_buffers=1GB -c wal_buffers=64MB -c max_wal_size=8GB -c min_wal_size=1GB
            -c checkpoint_timeout=15min)
+# BENCH_PG_ARGS (environment): more settings for our cluster, after these
+# (experiments, e.g. BENCH_PG_ARGS="-c shared_buffers=256MB").
+read -r -a _extra <<<"${BENCH_PG_ARGS:-}"
+PG_TUNING+=("${_extra[@]}")
 SERVER_PGHOST=$PGHOST SERVER_PGPORT=$PGPORT SERVER_PGUSER=$PGUSER SERVER_PG_AUTH=$PG_AUTH
 OWN_PGDATA=""
 OWN_PGPORT=""
