@@ -105,11 +105,7 @@ async fn upgrade_to_byte_ordered_agent_ids_keeps_every_row() {
             "{table}.{column}"
         );
     }
-    let applied: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert!(applied >= COLLATION_MIGRATION);
+    assert!(schema_version(pool).await >= COLLATION_MIGRATION);
 
     // Every row is still there, unchanged, and new rows go in alongside.
     let new_rows = [row(600, "001"), row(601, "010")];
@@ -174,15 +170,19 @@ async fn upgrade_to_byte_ordered_agent_ids_keeps_every_row() {
     store.close().await;
 }
 
+/// The newest migration applied to the database.
+async fn schema_version(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// A store on a database whose schema is at `version`: the old release's
 /// `Store::connect` would have run only its own migrations; this test opens
 /// the pool itself so that the newer embedded migrations are not applied yet.
 async fn connect_at(url: &str, version: i64) -> Store {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let at: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(at, version);
+    assert_eq!(schema_version(&pool).await, version);
     Store::Postgres(pool)
 }
