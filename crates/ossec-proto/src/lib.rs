@@ -12,12 +12,14 @@
 //!   directions, sender counters and replay verdicts;
 //! * [`frame`]: TCP length-prefixed framing;
 //! * [`payload`]: control messages, keepalives and events;
+//! * [`enroll`]: the enrollment request and answer of port 1515;
 //! * [`error`]: the rejection kinds.
 //!
 //! `PROTOCOL.md` (shipped in `docs/`) is the reference for every rule here.
 
 pub mod codec;
 pub mod derive;
+pub mod enroll;
 pub mod error;
 pub mod frame;
 pub mod keys;
