@@ -4,6 +4,7 @@
 //! * [`agent`]: one agent, sans IO — startup, keepalive, shutdown and event
 //!   messages sealed with the `ossec-proto` codec under a real per-agent
 //!   sender counter, and checking of the manager's replies (`#!-agent ack `);
+//! * [`enroll`]: the TLS enrollment client of port 1515 (`--enroll`);
 //! * [`events`]: the realistic event mix (sshd/sudo syslog, FIM JSON,
 //!   Windows eventchannel JSON, rootcheck), 100 B to 4 KB, with the optional
 //!   `stamp=<µs>` marker used to measure latency from the store;
@@ -15,6 +16,7 @@
 //!   reconnects, source addresses, counters and the JSON [`sim::Summary`].
 
 pub mod agent;
+pub mod enroll;
 pub mod events;
 pub mod preseal;
 pub mod seal;

@@ -3,6 +3,7 @@
 //! (progress and logs go to stderr). Exit status: 0 when the run completed
 //! (whatever it measured), 1 on a fatal error, 2 on bad usage.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// mimalloc, as in the collector: the load generator should spend as little
@@ -33,13 +34,27 @@ struct Args {
     #[arg(long, value_name = "N")]
     agents: Option<usize>,
     /// A client.keys with the agents to simulate (the same file the server uses).
-    #[arg(long, value_name = "FILE", conflicts_with = "generate_keys")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["generate_keys", "enroll"])]
     keys: Option<PathBuf>,
+    /// Enroll the agents first over TLS at this address (port 1515), as Wazuh 4.x agents do, then use the returned keys on 1514. Needs --agents.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "agents",
+        conflicts_with = "generate_keys"
+    )]
+    enroll: Option<SocketAddr>,
+    /// The enrollment password (first line of the file), sent as `OSSEC PASS: …`.
+    #[arg(long, value_name = "FILE", requires = "enroll")]
+    enroll_password_file: Option<PathBuf>,
+    /// Names of enrolled agents: PREFIX-0001, PREFIX-0002, … [default: sim-<random>].
+    #[arg(long, value_name = "PREFIX", requires = "enroll")]
+    enroll_prefix: Option<String>,
     /// Generate N agents (IDs 001…, names sim-NNN, IP any, random 64-hex keys)…
     #[arg(long, value_name = "N", requires = "write_keys")]
     generate_keys: Option<usize>,
-    /// …and write them to this client.keys for the server, then simulate them.
-    #[arg(long, value_name = "FILE", requires = "generate_keys")]
+    /// …and write them to this client.keys for the server, then simulate them (with --enroll: the enrolled keys).
+    #[arg(long, value_name = "FILE")]
     write_keys: Option<PathBuf>,
     /// Only write the keys (with --generate-keys/--write-keys), do not simulate.
     #[arg(long)]
@@ -156,6 +171,43 @@ fn main() {
     }
 }
 
+/// `--enroll`: enrolls `--agents` agents and returns their client.keys.
+fn enroll_agents(args: &Args, seed: u64) -> anyhow::Result<String> {
+    let Some(addr) = args.enroll else {
+        anyhow::bail!("--enroll needs an address");
+    };
+    let n = args.agents.unwrap_or(1);
+    let password = match &args.enroll_password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let prefix = args
+        .enroll_prefix
+        .clone()
+        .unwrap_or_else(|| format!("sim-{:06x}", seed & 0xff_ffff));
+    let names = (1..=n).map(|i| format!("{prefix}-{i:04}")).collect();
+    let client = ossec_agent_sim::enroll::EnrollClient::new(addr, password, None, &[])?;
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let keys = rt.block_on(ossec_agent_sim::enroll::enroll_many(&client, names, 32))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "enrolled {} agents at {addr} in {secs:.2} s ({:.0} enrollments/s)",
+        keys.len(),
+        keys.len() as f64 / secs.max(1e-9)
+    );
+    Ok(keys.iter().map(|k| k.line()).collect())
+}
+
 fn real_main(args: Args) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let keys_text = match (&args.keys, args.generate_keys, &args.write_keys) {
@@ -172,6 +224,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         }
         (Some(path), None, None) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        (None, None, write) if args.enroll.is_some() => {
+            let text = enroll_agents(&args, seed)?;
+            if let Some(path) = write {
+                std::fs::write(path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            text.into_bytes()
         }
         _ => {
             eprintln!("error: give --keys FILE, or --generate-keys N --write-keys FILE");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ossec_proto::payload::Keepalive;
 use ossec_proto::{AesIv, Cipher, ClientKeys};
-use ossec_store::{AgentRecord, AgentStatus, RegisteredAgent};
+use ossec_store::{AgentRecord, AgentStatus};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -78,21 +78,6 @@ impl Agent {
 pub struct KeySet {
     pub keys: ClientKeys,
     pub agents: Vec<Arc<Agent>>,
-}
-
-impl KeySet {
-    /// The agents as they should be registered in the store.
-    pub fn registered(&self) -> Vec<RegisteredAgent> {
-        self.keys
-            .entries()
-            .iter()
-            .map(|e| RegisteredAgent {
-                id: e.id.clone(),
-                name: e.name.clone(),
-                registered_ip: e.ip.clone(),
-            })
-            .collect()
-    }
 }
 
 /// The current key set, replaced as a whole on reload.

@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// Do not listen on TCP.
     #[arg(long, env = "OSSEC_COLLECTOR_NO_TCP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_tcp: Option<bool>,
-    /// The agents' client.keys file [default: client.keys]. Reloaded on SIGHUP and when it changes.
+    /// A client.keys file whose agents are imported into the store (origin `file`) at start, on SIGHUP and when it changes; removing a line removes only that agent [default: ./client.keys if it exists, else none: keys come from the store only].
     #[arg(long, env = "OSSEC_COLLECTOR_KEYS", value_name = "FILE")]
     pub keys: Option<PathBuf>,
     /// Reads the keys from this file instead (e.g. a mounted secret); same as --keys.
@@ -109,6 +109,67 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub keys_poll_interval: Option<u64>,
+    /// Enrollment listener (TLS, like Wazuh's authd on 1515), e.g. `0.0.0.0:1515`, or `off` [default: off].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_LISTEN", value_name = "ADDR")]
+    pub enroll_listen: Option<String>,
+    /// File whose first line is the enrollment password; requests must then start with `OSSEC PASS: <password> ` [default: none: anyone who reaches the port can enroll].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_ENROLL_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub enroll_password_file: Option<PathBuf>,
+    /// PEM certificate (chain) of the enrollment listener [default: a self-signed one made at first start and kept next to the store].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_CERT", value_name = "FILE")]
+    pub enroll_cert: Option<PathBuf>,
+    /// PEM private key for --enroll-cert.
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_KEY", value_name = "FILE")]
+    pub enroll_key: Option<PathBuf>,
+    /// The enrollment TLS key stays in an HSM: an RFC 7512 URI, e.g. `pkcs11:token=collector;object=enroll?module-path=/usr/lib/softhsm/libsofthsm2.so` (PIN from --enroll-pin-file).
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_KEY_PKCS11", value_name = "URI")]
+    pub enroll_key_pkcs11: Option<String>,
+    /// File holding the HSM user PIN for --enroll-key-pkcs11.
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_PIN_FILE", value_name = "FILE")]
+    pub enroll_pin_file: Option<PathBuf>,
+    /// Require agent certificates signed by this PEM CA (Wazuh `ssl_agent_ca`) [default: none].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_CA", value_name = "FILE")]
+    pub enroll_ca: Option<PathBuf>,
+    /// Register the agent's TLS peer address instead of `any` when it sends no `IP:` (Wazuh `use_source_ip`) [default: false].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_USE_SOURCE_IP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub enroll_use_source_ip: Option<bool>,
+    /// Replace an existing agent with the same name or IP when the rules below allow it (Wazuh `force.enabled`) [default: true].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_FORCE", value_name = "BOOL")]
+    pub enroll_force: Option<bool>,
+    /// Replace only agents disconnected (or never connected) for at least this many seconds; 0 turns the check off (Wazuh `force.disconnected_time`) [default: 3600].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_ENROLL_FORCE_DISCONNECTED_TIME",
+        value_name = "SECONDS"
+    )]
+    pub enroll_force_disconnected_time: Option<u64>,
+    /// Replace only agents registered at least this many seconds ago (Wazuh `force.after_registration_time`) [default: 3600].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_ENROLL_FORCE_AFTER_REGISTRATION_TIME",
+        value_name = "SECONDS"
+    )]
+    pub enroll_force_after_registration_time: Option<u64>,
+    /// Do not replace an agent whose key the request's `K:` hash matches (Wazuh `force.key_mismatch`) [default: true].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_ENROLL_FORCE_KEY_MISMATCH",
+        value_name = "BOOL"
+    )]
+    pub enroll_force_key_mismatch: Option<bool>,
+    /// Most enrollments handled at once; more connections are closed [default: 64].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_MAX_CONCURRENT", value_name = "N")]
+    pub enroll_max_concurrent: Option<usize>,
+    /// Most enrollment connections per source IP per minute; 0 = no limit [default: 60].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_RATE_PER_IP", value_name = "N")]
+    pub enroll_rate_per_ip: Option<u32>,
+    /// Seconds for the TLS handshake and the request line [default: 10].
+    #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_TIMEOUT", value_name = "SECONDS")]
+    pub enroll_timeout: Option<u64>,
 }
 
 /// Resolved `serve` settings.
@@ -117,7 +178,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub udp: bool,
     pub tcp: bool,
-    pub keys: PathBuf,
+    /// The keys file to import, if any.
+    pub keys: Option<PathBuf>,
     pub database_url: String,
     pub verify_counters: bool,
     pub disconnect_after: Duration,
@@ -132,6 +194,49 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub keys_poll_interval: Duration,
+    /// The enrollment listener, when on.
+    pub enroll: Option<EnrollSettings>,
+}
+
+/// Replacement of an agent whose name or IP a new enrollment asks for
+/// (Wazuh 4.14's `<force>` block and its defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForcePolicy {
+    pub enabled: bool,
+    /// `None`: any status may be replaced.
+    pub disconnected_time: Option<Duration>,
+    pub after_registration_time: Duration,
+    pub key_mismatch: bool,
+}
+
+impl Default for ForcePolicy {
+    fn default() -> Self {
+        ForcePolicy {
+            enabled: true,
+            disconnected_time: Some(Duration::from_secs(3600)),
+            after_registration_time: Duration::from_secs(3600),
+            key_mismatch: true,
+        }
+    }
+}
+
+/// Resolved enrollment settings.
+#[derive(Debug, Clone)]
+pub struct EnrollSettings {
+    pub listen: SocketAddr,
+    pub password_file: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub key_pkcs11: Option<String>,
+    pub pin_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub use_source_ip: bool,
+    pub force: ForcePolicy,
+    pub max_concurrent: usize,
+    pub rate_per_ip: u32,
+    pub timeout: Duration,
+    /// Where the self-signed certificate is kept (next to the store).
+    pub cert_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -140,7 +245,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 1514)),
             udp: true,
             tcp: true,
-            keys: PathBuf::from("client.keys"),
+            keys: None,
             database_url: "sqlite://ossec-collector.db".into(),
             verify_counters: true,
             disconnect_after: Duration::from_secs(900),
@@ -157,7 +262,21 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(30),
             keys_poll_interval: Duration::from_secs(10),
+            enroll: None,
         }
+    }
+}
+
+/// The directory "next to the store": the SQLite file's directory, else
+/// the working directory.
+pub fn store_dir(database_url: &str) -> PathBuf {
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|f| f.split('?').next().unwrap_or(f));
+    match file.map(Path::new).and_then(Path::parent) {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -307,7 +426,10 @@ impl ServeArgs {
             listen: pick!(listen).unwrap_or(d.listen),
             udp: !pick!(no_udp).unwrap_or(false),
             tcp: !pick!(no_tcp).unwrap_or(false),
-            keys: self.keys_file.clone().or(pick!(keys)).unwrap_or(d.keys),
+            keys: self.keys_file.clone().or(pick!(keys)).or_else(|| {
+                let default = PathBuf::from("client.keys");
+                default.exists().then_some(default)
+            }),
             database_url,
             verify_counters: pick!(verify_counters).unwrap_or(d.verify_counters),
             disconnect_after: secs(pick!(disconnect_after), d.disconnect_after),
@@ -322,6 +444,64 @@ impl ServeArgs {
             log_format: pick!(log_format).unwrap_or_default(),
             shutdown_timeout: secs(pick!(shutdown_timeout), d.shutdown_timeout),
             keys_poll_interval: secs(pick!(keys_poll_interval), d.keys_poll_interval),
+            enroll: None,
+        };
+        let mut s = s;
+        s.enroll = match pick!(enroll_listen).as_deref() {
+            None | Some("off") | Some("") => None,
+            Some(a) => {
+                let listen: SocketAddr = a.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "enroll_listen `{a}` is not an address (ip:port) or `off`"
+                    ))
+                })?;
+                let fd = ForcePolicy::default();
+                let e = EnrollSettings {
+                    listen,
+                    password_file: pick!(enroll_password_file)
+                        .filter(|p| !p.as_os_str().is_empty()),
+                    cert: pick!(enroll_cert).filter(|p| !p.as_os_str().is_empty()),
+                    key: pick!(enroll_key).filter(|p| !p.as_os_str().is_empty()),
+                    key_pkcs11: pick!(enroll_key_pkcs11).filter(|u| !u.is_empty()),
+                    pin_file: pick!(enroll_pin_file).filter(|p| !p.as_os_str().is_empty()),
+                    ca: pick!(enroll_ca).filter(|p| !p.as_os_str().is_empty()),
+                    use_source_ip: pick!(enroll_use_source_ip).unwrap_or(false),
+                    force: ForcePolicy {
+                        enabled: pick!(enroll_force).unwrap_or(fd.enabled),
+                        disconnected_time: match pick!(enroll_force_disconnected_time) {
+                            Some(0) => None,
+                            Some(n) => Some(Duration::from_secs(n)),
+                            None => fd.disconnected_time,
+                        },
+                        after_registration_time: secs(
+                            pick!(enroll_force_after_registration_time),
+                            fd.after_registration_time,
+                        ),
+                        key_mismatch: pick!(enroll_force_key_mismatch).unwrap_or(fd.key_mismatch),
+                    },
+                    max_concurrent: pick!(enroll_max_concurrent).unwrap_or(64).max(1),
+                    rate_per_ip: pick!(enroll_rate_per_ip).unwrap_or(60),
+                    timeout: secs(pick!(enroll_timeout), Duration::from_secs(10)),
+                    cert_dir: store_dir(&s.database_url),
+                };
+                if e.cert.is_some() != e.key.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "enroll_cert and enroll_key go together: give both, or neither for a self-signed certificate".into(),
+                    ));
+                }
+                if e.key.is_some() && e.key_pkcs11.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "enroll_key and enroll_key_pkcs11 both name the private key: give one"
+                            .into(),
+                    ));
+                }
+                if e.key_pkcs11.is_some() && e.pin_file.is_none() {
+                    return Err(ConfigError::Invalid(
+                        "enroll_key_pkcs11 needs enroll_pin_file (the PIN is never taken from a flag or the environment)".into(),
+                    ));
+                }
+                Some(e)
+            }
         };
         if !s.udp && !s.tcp {
             return Err(ConfigError::Invalid(

@@ -8,8 +8,10 @@
 
 pub mod agents;
 pub mod config;
+pub mod enroll;
 pub mod http;
 pub mod ingest;
+pub mod keysync;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

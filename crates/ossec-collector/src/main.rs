@@ -75,6 +75,46 @@ enum AgentsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// List the current agents with their status (like Wazuh's agent_control -l).
+    List {
+        /// Only agents with this status.
+        #[arg(long, value_parser = ["never_connected", "pending", "active", "disconnected"])]
+        status: Option<String>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add an agent and print the client.keys line to give it (like manage_agents -a). Running collectors accept it within 2 seconds.
+    Add {
+        /// The agent name (2-128 characters of A-Z a-z 0-9 . _ -).
+        name: String,
+        /// The address the agent may send from: an IP, a network (10.0.0.0/8) or `any`.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Group(s), comma-separated.
+        #[arg(long)]
+        group: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an agent; running collectors reject it within 2 seconds.
+    Remove {
+        /// The agent ID.
+        id: String,
+        /// Also remove an agent that the --keys file of `serve` manages.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a client.keys of every current key (to FILE, mode 0600, or stdout).
+    ExportKeys {
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Where the store is (same settings as `serve`).
@@ -112,6 +152,91 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Runs an `agents …` command against the store.
+fn agents(command: AgentsCommand) -> i32 {
+    use ossec_collector::tools::agents_cli;
+    let store_args = match &command {
+        AgentsCommand::ResetCounters { store, .. }
+        | AgentsCommand::List { store, .. }
+        | AgentsCommand::Add { store, .. }
+        | AgentsCommand::Remove { store, .. }
+        | AgentsCommand::ExportKeys { store, .. } => store,
+    };
+    let args = ServeArgs {
+        database_url: store_args.database_url.clone(),
+        database_url_file: store_args.database_url_file.clone(),
+        config: store_args.config.clone(),
+        ..Default::default()
+    };
+    let settings = match args.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            let store = agents_cli::open(&settings.database_url).await?;
+            let out = match command {
+                AgentsCommand::ResetCounters { id, .. } => {
+                    if store.reset_counters(&id).await? {
+                        format!("agent {id}: receive counters reset; a running collector applies it within 2 seconds\n")
+                    } else {
+                        anyhow::bail!("no agent {id} in the store");
+                    }
+                }
+                AgentsCommand::List { status, format, .. } => {
+                    let status = status.as_deref().map(ossec_store::AgentStatus::parse);
+                    agents_cli::list(&store, status, format == "json").await?
+                }
+                AgentsCommand::Add { name, ip, group, .. } => {
+                    let k = agents_cli::add(&store, &name, ip.as_deref(), group.as_deref()).await?;
+                    eprintln!("agent {} ({}) added; give the agent this client.keys line (running collectors accept it within 2 seconds):", k.id, k.name);
+                    format!("{} {} {} {}\n", k.id, k.name, k.ip, k.key)
+                }
+                AgentsCommand::Remove { id, force, .. } => {
+                    let k = agents_cli::remove(&store, &id, force).await?;
+                    format!("agent {} ({}) removed; running collectors reject it within 2 seconds\n", k.id, k.name)
+                }
+                AgentsCommand::ExportKeys { file, .. } => {
+                    let text = agents_cli::export(&store).await?;
+                    match file {
+                        Some(path) => {
+                            use std::io::Write;
+                            use std::os::unix::fs::OpenOptionsExt;
+                            let mut f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create(true)
+                                .truncate(true)
+                                .mode(0o600)
+                                .open(&path)
+                                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                            f.write_all(text.as_bytes())
+                                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                            eprintln!("wrote {} keys to {}", text.lines().count(), path.display());
+                            String::new()
+                        }
+                        None => text,
+                    }
+                }
+            };
+            store.close().await;
+            anyhow::Ok(out)
+        })
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -147,45 +272,7 @@ fn main() {
                 }
             }
         }
-        Command::Agents {
-            command: AgentsCommand::ResetCounters { id, store },
-        } => {
-            let args = ServeArgs {
-                database_url: store.database_url,
-                database_url_file: store.database_url_file,
-                config: store.config,
-                ..Default::default()
-            };
-            let settings = match args.resolve() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    std::process::exit(2);
-                }
-            };
-            let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
-                rt.block_on(async {
-                    let store = ossec_store::Store::connect(&settings.database_url).await?;
-                    let found = store.reset_counters(&id).await?;
-                    store.close().await;
-                    anyhow::Ok(found)
-                })
-            });
-            match result {
-                Ok(true) => {
-                    println!("agent {id}: receive counters reset; a running collector applies it within 2 seconds");
-                    0
-                }
-                Ok(false) => {
-                    eprintln!("error: no agent {id} in the store");
-                    1
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    1
-                }
-            }
-        }
+        Command::Agents { command } => agents(command),
     };
     std::process::exit(code);
 }

@@ -138,6 +138,8 @@ pub struct Metrics {
     pub key_reloads: AtomicU64,
     pub key_reload_errors: AtomicU64,
     pub agents_known: AtomicU64,
+    enrollments: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    enroll_gate: LogGate,
 }
 
 impl Metrics {
@@ -222,6 +224,36 @@ impl Metrics {
     }
 
     /// Counts a failed store write, logging at most every few seconds.
+    /// One enrollment connection ended with `outcome` (`enrolled`,
+    /// `replaced`, or why not). Refusals are logged where they happen; the
+    /// connection-level ones (limits, TLS, timeouts) are logged here,
+    /// rate-limited.
+    pub fn enrollment(&self, outcome: &'static str, peer: SocketAddr) {
+        *self.enrollments.lock().entry(outcome).or_insert(0) += 1;
+        if matches!(
+            outcome,
+            "rate_limited"
+                | "too_many_connections"
+                | "tls_error"
+                | "timeout"
+                | "read_error"
+                | "write_error"
+        ) {
+            if let Some(suppressed) = self.enroll_gate.admit(now_s()) {
+                tracing::warn!(peer = %peer, outcome, suppressed, "enrollment connection closed: {outcome}");
+            }
+        }
+    }
+
+    /// Enrollment outcomes so far.
+    pub fn enrollments(&self) -> Vec<(&'static str, u64)> {
+        self.enrollments
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
     pub fn store_error(&self, err: &dyn std::fmt::Display) {
         self.store_errors.fetch_add(1, Relaxed);
         if let Some(suppressed) = self.store_gate.admit(now_s()) {
@@ -501,6 +533,14 @@ impl Metrics {
             "ossec_key_reload_errors_total {}",
             self.key_reload_errors.load(Relaxed)
         );
+        head!(
+            "ossec_enrollments_total",
+            "counter",
+            "Enrollment connections on the enrollment port, by outcome (enrolled, replaced, or why not)."
+        );
+        for (outcome, n) in self.enrollments() {
+            let _ = writeln!(s, "ossec_enrollments_total{{outcome=\"{outcome}\"}} {n}");
+        }
         s
     }
 }

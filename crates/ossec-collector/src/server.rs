@@ -8,21 +8,22 @@
 //! `--shutdown-timeout`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ossec_proto::{ClientKeys, SenderCounter};
+use ossec_proto::SenderCounter;
 use ossec_store::Store;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::agents::AgentTable;
 use crate::config::Settings;
+use crate::enroll;
 use crate::http::{self, HttpState};
 use crate::ingest::Ingest;
+use crate::keysync::{self, KeySync};
 use crate::metrics::Metrics;
 use crate::writer::{StateWriter, Writer};
 use crate::{tcp, udp};
@@ -32,6 +33,8 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     pub udp_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// The enrollment (TLS) listener, when on.
+    pub enroll_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub table: Arc<AgentTable>,
     pub store: Store,
@@ -45,12 +48,25 @@ pub struct Running {
     reload: mpsc::UnboundedSender<()>,
 }
 
-/// Reads and parses client.keys, naming the file in errors.
-pub fn read_keys(path: &Path) -> anyhow::Result<ClientKeys> {
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read the keys file {}", path.display()))?;
-    ClientKeys::parse(&text)
-        .with_context(|| format!("{} is not a valid client.keys", path.display()))
+/// The enrollment password: the first line of the file, without its line
+/// end (as Wazuh reads `authd.pass`). Refuses an empty or blank one rather
+/// than silently turning the password off.
+pub fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the enrollment password file {}",
+            path.display()
+        )
+    })?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        anyhow::bail!(
+            "the enrollment password file {} is empty: write the password on its first line",
+            path.display()
+        );
+    }
+    Ok(line.to_vec())
 }
 
 /// The manager's sender counter after a (re)start: never below what was
@@ -82,17 +98,25 @@ fn raise_fd_limit() {
 /// Starts everything and returns once the sockets are bound.
 pub async fn start(s: Settings) -> anyhow::Result<Running> {
     raise_fd_limit();
-    let keys_id = file_id(&s.keys);
-    let keys = read_keys(&s.keys)?;
     let store = Store::connect(&s.database_url).await.with_context(|| {
         format!(
             "cannot open the store {}",
             ossec_store::redact(&s.database_url)
         )
     })?;
+    if let Some(path) = &s.keys {
+        let r = keysync::import_file(&store, path).await?;
+        tracing::info!(
+            added = r.added,
+            changed = r.changed,
+            removed = r.removed,
+            "{} imported into the store",
+            path.display()
+        );
+    }
+    let mirror = keysync::load(&store).await?;
     let stored = store.load_agents().await?;
-    let table = Arc::new(AgentTable::new(keys, stored));
-    store.register_agents(&table.current().registered()).await?;
+    let table = Arc::new(AgentTable::new(mirror.key_set(), stored));
     let unix_now = (ossec_store::now_micros() / 1_000_000).clamp(0, u32::MAX as i64) as u32;
     let sender = initial_sender_counter(store.load_sender_counter().await?, unix_now);
     let metrics = Metrics::new();
@@ -170,16 +194,22 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     );
 
     let (reload, reload_rx) = mpsc::unbounded_channel();
-    tasks.push(tokio::spawn(watch_keys(
-        s.keys.clone(),
-        keys_id,
-        s.keys_poll_interval,
-        table.clone(),
-        store.clone(),
-        metrics.clone(),
-        reload_rx,
-        shutdown_rx.clone(),
-    )));
+    let keys_changed = Arc::new(Notify::new());
+    let (keys_applied_tx, keys_applied) = watch::channel(mirror.rev());
+    tasks.push(tokio::spawn(
+        KeySync {
+            store: store.clone(),
+            table: table.clone(),
+            metrics: metrics.clone(),
+            mirror,
+            file: s.keys.clone(),
+            file_poll: s.keys_poll_interval,
+            reload: reload_rx,
+            poke: keys_changed.clone(),
+            applied: keys_applied_tx,
+        }
+        .run(shutdown_rx.clone()),
+    ));
 
     let mut metrics_addr = None;
     if let Some(addr) = s.metrics_listen {
@@ -198,25 +228,58 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(http::serve(l, state, shutdown_rx.clone())));
     }
 
+    let mut enroll_addr = None;
+    if let Some(es) = &s.enroll {
+        let password = es.password_file.as_deref().map(read_password).transpose()?;
+        if password.is_none() && !es.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %es.listen,
+                "enrollment needs no password: anyone who reaches {} can enroll an agent (set --enroll-password-file)",
+                es.listen
+            );
+        }
+        let acceptor = enroll::tls::acceptor(es)?;
+        let l = enroll::bind(es.listen)
+            .await
+            .with_context(|| format!("cannot listen for enrollment on {}", es.listen))?;
+        enroll_addr = Some(l.local_addr()?);
+        let enroller = Arc::new(enroll::Enroller {
+            settings: es.clone(),
+            password,
+            acceptor,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            keys_changed: keys_changed.clone(),
+            keys_applied: keys_applied.clone(),
+        });
+        tasks.push(tokio::spawn(enroll::serve(
+            l,
+            enroller,
+            shutdown_rx.clone(),
+        )));
+    }
+
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     tracing::info!(
         udp = %show(udp_addr),
         tcp = %show(tcp_addr),
         metrics = %show(metrics_addr),
+        enroll = %show(enroll_addr),
         store = %ossec_store::redact(&s.database_url),
         agents = table.current().agents.len(),
         verify_counters = s.verify_counters,
-        "ossec-collector ready: listening on udp {} and tcp {}, writing to {} ({} agents in {})",
+        "ossec-collector ready: listening on udp {} and tcp {}, writing to {} ({} agents; keys file {})",
         show(udp_addr),
         show(tcp_addr),
         ossec_store::redact(&s.database_url),
         table.current().agents.len(),
-        s.keys.display()
+        s.keys.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
     );
     Ok(Running {
         tcp_addr,
         udp_addr,
         metrics_addr,
+        enroll_addr,
         metrics,
         table,
         store,
@@ -295,71 +358,6 @@ impl Running {
             "shutdown complete: every queued event is stored"
         );
         Ok(())
-    }
-}
-
-/// Identity of a file for change detection: (mtime, inode, size).
-fn file_id(p: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.ino(), m.len()))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn watch_keys(
-    path: PathBuf,
-    mut last: Option<(std::time::SystemTime, u64, u64)>,
-    every: Duration,
-    table: Arc<AgentTable>,
-    store: Store,
-    metrics: Arc<Metrics>,
-    mut asked: mpsc::UnboundedReceiver<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let why = tokio::select! {
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
-            Some(()) = asked.recv() => "request",
-            _ = tick.tick() => {
-                let now = file_id(&path);
-                if now == last || now.is_none() {
-                    continue;
-                }
-                "file changed"
-            }
-            _ = crate::shutdown::requested(&mut shutdown) => return,
-        };
-        last = file_id(&path);
-        match read_keys(&path) {
-            Ok(keys) => {
-                let (added, removed, changed) = table.reload(keys);
-                metrics.key_reloads.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .agents_known
-                    .store(table.current().agents.len() as u64, Ordering::Relaxed);
-                tracing::info!(
-                    trigger = why,
-                    added,
-                    removed,
-                    changed,
-                    agents = table.current().agents.len(),
-                    "client.keys reloaded"
-                );
-                if let Err(e) = store.register_agents(&table.current().registered()).await {
-                    metrics.store_error(&e);
-                }
-            }
-            Err(e) => {
-                metrics.key_reload_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    trigger = why,
-                    "client.keys reload refused, the previous keys stay in use: {e:#}"
-                );
-            }
-        }
     }
 }
 

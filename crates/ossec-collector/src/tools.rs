@@ -397,3 +397,147 @@ mod tests {
         assert_eq!(health_url(Some("off")), "http://127.0.0.1:9514/health");
     }
 }
+
+/// `agents …` commands: they work on the store (the same one `serve`
+/// uses), also while collectors run; those apply changes within 2 s.
+pub mod agents_cli {
+    use anyhow::{anyhow, bail, Context};
+    use ossec_proto::enroll;
+    use ossec_store::{AddOutcome, AgentStatus, Conflict, KeyOrigin, NewKey, Store, StoredKey};
+    use serde_json::json;
+
+    /// Opens an existing store; never creates one (a typo in the URL must
+    /// not make an empty database).
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        if let Some(file) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let file = file.split('?').next().unwrap_or(file);
+            if file != ":memory:" && !std::path::Path::new(file).exists() {
+                bail!(
+                    "no store at {url}: run `ossec-collector serve` first, or pass --database-url"
+                );
+            }
+        }
+        Store::connect(url)
+            .await
+            .with_context(|| format!("cannot open the store {}", ossec_store::redact(url)))
+    }
+
+    /// `agents add NAME [--ip IP] [--group G]`: the client.keys line.
+    pub async fn add(
+        store: &Store,
+        name: &str,
+        ip: Option<&str>,
+        group: Option<&str>,
+    ) -> anyhow::Result<StoredKey> {
+        if !enroll::valid_name(name) {
+            bail!("invalid agent name `{name}`: 2 to 128 characters of A-Z a-z 0-9 . _ -, not starting with `.`");
+        }
+        let ip = enroll::normalise_ip(ip.unwrap_or("any")).map_err(|e| {
+            anyhow!("{e}: give an IPv4/IPv6 address, a network (10.0.0.0/8) or `any`")
+        })?;
+        let groups = match group {
+            Some(g) => enroll::parse_groups(g).map_err(|e| anyhow!("{e}"))?,
+            None => Vec::new(),
+        };
+        let new = NewKey {
+            name: name.to_owned(),
+            ip: ip.clone(),
+            key: crate::enroll::new_key(),
+            groups,
+            origin: KeyOrigin::Cli,
+        };
+        match store.add_key(&new, |_, _| false).await? {
+            AddOutcome::Added { key, .. } => Ok(key),
+            AddOutcome::Refused(Conflict::Name) => {
+                bail!("an agent named `{name}` already exists: remove it first (`agents list` shows its ID)")
+            }
+            AddOutcome::Refused(Conflict::Ip) => {
+                bail!("an agent with IP {ip} already exists: remove it first, or use another IP or `any`")
+            }
+        }
+    }
+
+    /// `agents remove ID`.
+    pub async fn remove(store: &Store, id: &str, force: bool) -> anyhow::Result<StoredKey> {
+        if !force {
+            let keys = store.all_keys().await?;
+            if let Some(k) = keys.iter().find(|k| k.id == id && k.is_active()) {
+                if k.origin == KeyOrigin::File {
+                    bail!("agent {id} comes from the --keys file of `serve`: remove its line there (or pass --force; the file puts it back when it changes)");
+                }
+            }
+        }
+        store
+            .remove_key(id)
+            .await?
+            .ok_or_else(|| anyhow!("no agent {id} in the store (removed already?)"))
+    }
+
+    /// `agents export-keys`: a client.keys of every current key.
+    pub async fn export(store: &Store) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for k in store.all_keys().await?.iter().filter(|k| k.is_active()) {
+            out.push_str(&format!("{} {} {} {}\n", k.id, k.name, k.ip, k.key));
+        }
+        Ok(out)
+    }
+
+    /// `agents list`: one row per current agent, with what the collector
+    /// learnt of it.
+    pub async fn list(
+        store: &Store,
+        status: Option<AgentStatus>,
+        json_out: bool,
+    ) -> anyhow::Result<String> {
+        let records: std::collections::HashMap<String, ossec_store::AgentRecord> = store
+            .load_agents()
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let ts = |t: Option<i64>| t.map(ossec_store::format_micros);
+        let mut rows = Vec::new();
+        for k in store
+            .all_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.is_active())
+        {
+            let r = records.get(&k.id).cloned().unwrap_or_default();
+            if status.is_some_and(|s| s != r.status) {
+                continue;
+            }
+            rows.push(json!({
+                "id": k.id, "name": k.name, "ip": k.ip, "status": r.status.as_str(),
+                "origin": k.origin.as_str(), "groups": k.groups,
+                "created_at": ossec_store::format_micros(k.created_at),
+                "last_seen": ts(r.last_seen), "last_ip": r.last_ip, "version": r.version,
+                "os": r.os_name,
+            }));
+        }
+        if json_out {
+            return Ok(serde_json::to_string_pretty(&rows)? + "\n");
+        }
+        let mut out = format!(
+            "{:<8} {:<24} {:<16} {:<16} {:<11} {:<26} {}\n",
+            "ID", "NAME", "IP", "STATUS", "ORIGIN", "LAST SEEN (UTC)", "VERSION"
+        );
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        for r in &rows {
+            out.push_str(&format!(
+                "{:<8} {:<24} {:<16} {:<16} {:<11} {:<26} {}\n",
+                s(&r["id"]),
+                s(&r["name"]),
+                s(&r["ip"]),
+                s(&r["status"]),
+                s(&r["origin"]),
+                s(&r["last_seen"]),
+                s(&r["version"])
+            ));
+        }
+        Ok(out)
+    }
+}

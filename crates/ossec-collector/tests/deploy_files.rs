@@ -90,7 +90,10 @@ fn config_example_loads_and_resolves() {
     }
     .resolve()
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s.keys, PathBuf::from("/etc/ossec-collector/client.keys"));
+    assert_eq!(
+        s.keys,
+        Some(PathBuf::from("/etc/ossec-collector/client.keys"))
+    );
     match std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()) {
         None => assert_eq!(s.database_url, EXAMPLE_SQLITE),
         Some(v) => assert_eq!(s.database_url, v),
@@ -465,7 +468,7 @@ fn compose_collector_settings_are_valid() {
     serve.database_url_file = Some(url_file);
     let s = serve.resolve().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.database_url, "postgres://ossec:pw@db:5432/ossec");
-    assert_eq!(s.keys, PathBuf::from("/run/secrets/client_keys"));
+    assert_eq!(s.keys, Some(PathBuf::from("/run/secrets/client_keys")));
     assert_eq!(
         s.metrics_listen,
         Some("0.0.0.0:9514".parse().unwrap()),

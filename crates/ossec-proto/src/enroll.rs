@@ -439,10 +439,7 @@ mod tests {
         let long = format!("OSSEC A:'{}'", "a".repeat(129));
         assert!(matches!(req(&long), Err(EnrollError::InvalidName(_))));
         let huge = vec![b'a'; MAX_REQUEST + 1];
-        assert_eq!(
-            parse_request(&huge, None),
-            Err(EnrollError::InvalidRequest)
-        );
+        assert_eq!(parse_request(&huge, None), Err(EnrollError::InvalidRequest));
     }
 
     #[test]
@@ -486,7 +483,10 @@ mod tests {
         assert!(o.ends_with(b"'\n\n"));
         for b in [w, o] {
             let (id, name, ip, key) = parse_answer(&b).unwrap();
-            assert_eq!((id.as_str(), name.as_str(), ip.as_str()), ("001", "a1", "any"));
+            assert_eq!(
+                (id.as_str(), name.as_str(), ip.as_str()),
+                ("001", "a1", "any")
+            );
             assert_eq!(key.len(), 64);
         }
         let e = Answer::Refused(EnrollError::DuplicateName("a1".into()));

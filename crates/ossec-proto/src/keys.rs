@@ -299,6 +299,52 @@ impl ClientKeys {
         Self::parse(&text)
     }
 
+    /// Builds a key set from entries held elsewhere (the store). An entry
+    /// that could not be a `client.keys` line (an empty field, a space or
+    /// newline inside the ID, name or IP, a newline in the key, an address
+    /// that does not parse, a repeated ID) is left out and returned as a
+    /// problem; `line` is then the entry's 1-based position.
+    pub fn from_entries_checked(
+        entries: impl IntoIterator<Item = (String, String, String, Vec<u8>)>,
+    ) -> (Self, Vec<KeysError>) {
+        let mut text = Vec::new();
+        let mut problems = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (n, (id, name, ip, key)) in entries.into_iter().enumerate() {
+            let bad_field = |f: &str| f.is_empty() || f.contains([' ', '\n', '\r']);
+            let problem = if bad_field(&id) || bad_field(&name) || bad_field(&ip) {
+                Some(format!(
+                    "agent `{id}`: the ID, name and IP must be non-empty and hold no spaces"
+                ))
+            } else if key.is_empty() || key.contains(&b'\n') {
+                Some(format!("agent {id}: the key is empty or holds a newline"))
+            } else if let Err(p) = AllowedAddr::parse(&ip) {
+                Some(format!("agent {id}: {p}"))
+            } else if !seen.insert(id.clone()) {
+                Some(format!("agent {id}: the ID is repeated"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                problems.push(KeysError {
+                    line: n + 1,
+                    problem,
+                });
+                continue;
+            }
+            text.extend_from_slice(format!("{id} {name} {ip} ").as_bytes());
+            text.extend_from_slice(&key);
+            text.push(b'\n');
+        }
+        match Self::parse(&text) {
+            Ok(k) => (k, problems),
+            Err(e) => {
+                problems.push(e);
+                (ClientKeys::default(), problems)
+            }
+        }
+    }
+
     fn push(&mut self, entry: KeyEntry) {
         let idx = self.entries.len();
         self.by_id.insert(entry.id.clone(), idx);

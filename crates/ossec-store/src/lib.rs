@@ -10,6 +10,7 @@
 //! U+FFFD in place of the offending bytes and the exact bytes go to
 //! `message_raw` / `location_raw`; otherwise those columns are NULL.
 
+mod keys;
 mod time;
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+pub use keys::{AddOutcome, Conflict, FileKey, Holder, ImportReport, KeyOrigin, NewKey, StoredKey};
 pub use time::{format_micros, now_micros, parse_micros};
 
 /// A store error, naming what was being done.
@@ -133,14 +135,6 @@ pub struct AgentRecord {
     pub last_control: Option<i64>,
     /// Counters of the last accepted message.
     pub recv: Option<(u32, u32)>,
-}
-
-/// An agent as written in client.keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisteredAgent {
-    pub id: String,
-    pub name: String,
-    pub registered_ip: String,
 }
 
 /// The store: PostgreSQL or SQLite.
@@ -377,42 +371,6 @@ impl Store {
                 }
                 tx.commit().await.map_err(sql("committing events"))?;
             }
-        }
-        Ok(())
-    }
-
-    /// Makes the `agents` table list exactly the agents of client.keys
-    /// (`in_keys`), inserting new ones as `never_connected` and updating the
-    /// name and registered address of known ones. Rows of agents no longer
-    /// in the file are kept, with `in_keys` false.
-    pub async fn register_agents(&self, agents: &[RegisteredAgent]) -> Result<()> {
-        macro_rules! run {
-            ($pool:expr, $upsert:expr) => {{
-                let mut tx = $pool
-                    .begin()
-                    .await
-                    .map_err(sql("beginning a transaction"))?;
-                sqlx::query("UPDATE agents SET in_keys = FALSE")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("registering agents"))?;
-                for a in agents {
-                    sqlx::query($upsert)
-                        .bind(&a.id)
-                        .bind(&a.name)
-                        .bind(&a.registered_ip)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("registering agents"))?;
-                }
-                tx.commit().await.map_err(sql("registering agents"))?;
-            }};
-        }
-        const UPSERT: &str = "INSERT INTO agents (id, name, registered_ip, in_keys) VALUES ($1, $2, $3, TRUE) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, registered_ip = excluded.registered_ip, in_keys = TRUE";
-        match self {
-            Store::Postgres(pool) => run!(pool, UPSERT),
-            Store::Sqlite(pool) => run!(pool, UPSERT),
         }
         Ok(())
     }
