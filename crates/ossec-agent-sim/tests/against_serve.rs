@@ -233,3 +233,64 @@ fn presealed_mixed_transports_and_flavors() {
         assert_eq!(s.presealed_skipped, 0, "{json}");
     }
 }
+
+/// `--enroll`: the simulator binary enrolls its agents over TLS (with the
+/// password) as Wazuh 4.x agents do, then sends on 1514 with the returned
+/// keys; every event is a row under an enrolled ID.
+#[test]
+fn enrolls_then_sends() {
+    let d = dir("enroll");
+    let pass = d.0.join("pass");
+    std::fs::write(&pass, "sim-secret\n").unwrap();
+    let db = d.0.join("events.db");
+    let url = format!("sqlite://{}", db.display());
+    let settings = ServeArgs {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        database_url: Some(url.clone()),
+        metrics_listen: Some("off".into()),
+        flush_interval_ms: Some(20),
+        enroll_listen: Some("127.0.0.1:0".into()),
+        enroll_password_file: Some(pass.clone()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let server_rt = runtime(2);
+    let running = server_rt
+        .block_on(ossec_collector::server::start(settings))
+        .unwrap();
+    let keys_out = d.0.join("enrolled.keys");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ossec-agent-sim"))
+        .args(["--enroll", &running.enroll_addr.unwrap().to_string()])
+        .args(["--enroll-password-file", pass.to_str().unwrap()])
+        .args(["--enroll-prefix", "simtest", "--agents", "5"])
+        .args(["--server", &running.tcp_addr.unwrap().to_string()])
+        .args(["--duration", "2", "--eps", "20", "--keepalive", "1"])
+        .args(["--write-keys", keys_out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("enrolled 5 agents"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let keys = std::fs::read_to_string(&keys_out).unwrap();
+    assert_eq!(keys.lines().count(), 5);
+    assert!(keys.lines().all(|l| l.contains(" simtest-0")), "{keys}");
+    server_rt.block_on(running.shutdown()).unwrap();
+    let (rows, agents): (i64, i64) = server_rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let r = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT e.agent_id) FROM events e JOIN agent_keys k ON k.id = e.agent_id WHERE k.origin = 'enrollment'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        r
+    });
+    assert!(summary["sent"].as_i64().unwrap() > 0, "{summary}");
+    assert_eq!(rows, summary["sent"].as_i64().unwrap(), "{summary}");
+    assert_eq!(agents, 5);
+    assert_eq!(summary["missing_acks"], 0, "{summary}");
+}

@@ -576,7 +576,7 @@ async fn openssl_s_client_enrolls() {
         .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            stdout.starts_with(&format!("OSSEC K:'"))
+            stdout.starts_with("OSSEC K:'")
                 && stdout.contains(&format!(" {name} any "))
                 && stdout.ends_with("'\n\n"),
             "{proto}: OSSEC-form answer expected, got {stdout:?} (stderr {})",

@@ -140,11 +140,9 @@ pub async fn serve(l: TcpListener, e: Arc<Enroller>, mut shutdown: watch::Receiv
         };
         let e = e.clone();
         tokio::spawn(async move {
-            let outcome =
-                match tokio::time::timeout(e.settings.timeout, handle(&e, sock, peer)).await {
-                    Ok(o) => o,
-                    Err(_) => "timeout",
-                };
+            let outcome = tokio::time::timeout(e.settings.timeout, handle(&e, sock, peer))
+                .await
+                .unwrap_or("timeout");
             e.metrics.enrollment(outcome, peer);
             drop(permit);
         });
