@@ -106,6 +106,21 @@ impl EnrollClient {
         ca: Option<&Path>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> anyhow::Result<Self> {
+        Self::with_identity(addr, password, ca, versions, None)
+    }
+
+    /// As [`EnrollClient::new`], presenting a client certificate (chain and
+    /// key) when given, as agents do with `agent_certificate_path`.
+    pub fn with_identity(
+        addr: SocketAddr,
+        password: Option<String>,
+        ca: Option<&Path>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        identity: Option<(
+            Vec<CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions = if versions.is_empty() {
             &[&rustls::version::TLS13, &rustls::version::TLS12][..]
@@ -115,7 +130,7 @@ impl EnrollClient {
         let b = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .context("TLS versions")?;
-        let config = match ca {
+        let b = match ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in rustls::pki_types::pem::PemObject::pem_file_iter(ca)
@@ -125,12 +140,17 @@ impl EnrollClient {
                         c.with_context(|| format!("{} is not PEM", ca.display()))?;
                     roots.add(c).context("not a usable CA certificate")?;
                 }
-                b.with_root_certificates(roots).with_no_client_auth()
+                b.with_root_certificates(roots)
             }
             None => b
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
-                .with_no_client_auth(),
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider))),
+        };
+        let config = match identity {
+            Some((chain, key)) => b
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and key do not fit")?,
+            None => b.with_no_client_auth(),
         };
         Ok(EnrollClient {
             addr,

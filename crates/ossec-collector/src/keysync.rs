@@ -183,32 +183,36 @@ impl KeySync {
                 _ = self.poke.notified() => None,
                 _ = crate::shutdown::requested(&mut shutdown) => return,
             };
-            if let (Some(why), Some(path)) = (file_trigger, self.file.clone()) {
-                last_file = file_id(&path);
-                match import_file(&self.store, &path).await {
-                    Ok(r) => {
-                        self.metrics.key_reloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            trigger = why,
-                            added = r.added,
-                            changed = r.changed,
-                            removed = r.removed,
-                            "client.keys reloaded: {} imported into the store",
-                            path.display()
-                        );
-                    }
-                    Err(e) => {
-                        self.metrics
-                            .key_reload_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(
-                            trigger = why,
-                            "keys file reload refused, the previous keys stay in use: {e:#}"
-                        );
-                    }
+            let (Some(why), Some(path)) = (file_trigger, self.file.clone()) else {
+                self.sync_once().await;
+                continue;
+            };
+            last_file = file_id(&path);
+            let imported = import_file(&self.store, &path).await;
+            // Applied before the log line: after "reloaded", the keys work.
+            self.sync_once().await;
+            match imported {
+                Ok(r) => {
+                    self.metrics.key_reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        trigger = why,
+                        added = r.added,
+                        changed = r.changed,
+                        removed = r.removed,
+                        "client.keys reloaded: {} imported into the store",
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    self.metrics
+                        .key_reload_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        trigger = why,
+                        "keys file reload refused, the previous keys stay in use: {e:#}"
+                    );
                 }
             }
-            self.sync_once().await;
         }
     }
 

@@ -585,3 +585,133 @@ async fn openssl_s_client_enrolls() {
     }
     c.running.shutdown().await.unwrap();
 }
+
+/// With the force rules allowing it, a second enrollment under a taken name
+/// replaces the old agent, whose key is refused on 1514 at once; with the
+/// defaults (registered less than an hour ago) it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_replacement_retires_the_old_key_at_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (c, addr, _d) = collector(&db, None, false, |a| {
+        a.enroll_force_disconnected_time = Some(0);
+        a.enroll_force_after_registration_time = Some(0);
+    })
+    .await;
+    let client = EnrollClient::new(addr, None, None, &[]).unwrap();
+    let old = client.enroll("reinstalled", &[], None, None).await.unwrap();
+    assert!(acked(c.addr, &old, 1).await);
+    // The agent still holds its key and says so (K:): not replaced.
+    let same = ossec_proto::enroll::key_hash(&old.id, &old.name, old.key.as_bytes());
+    let err = client
+        .enroll("reinstalled", &[], None, Some(&same))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "ERROR: Duplicate agent name: reinstalled. Unable to add agent"
+    );
+    // A reinstalled agent (another or no key): replaced.
+    let new = client.enroll("reinstalled", &[], None, None).await.unwrap();
+    assert_ne!(new.id, old.id);
+    assert!(
+        !acked(c.addr, &old, 2).await,
+        "the replaced key is refused at once"
+    );
+    assert!(acked(c.addr, &new, 1).await);
+    c.running.shutdown().await.unwrap();
+
+    // Wazuh's defaults: an agent registered a moment ago is not replaced.
+    let db2 = TestDb::new(Backend::Sqlite).await;
+    let (c2, addr2, _d2) = collector(&db2, None, false, |_| {}).await;
+    let client = EnrollClient::new(addr2, None, None, &[]).unwrap();
+    client.enroll("fresh", &[], None, None).await.unwrap();
+    let err = client.enroll("fresh", &[], None, None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("Duplicate agent name: fresh"),
+        "{err}"
+    );
+    c2.running.shutdown().await.unwrap();
+}
+
+/// `IP:'src'` and `--enroll-use-source-ip` register the TLS peer's address;
+/// the key then only works from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_is_registered_when_asked() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (c, addr, _d) = collector(&db, None, false, |a| a.enroll_use_source_ip = Some(true)).await;
+    let client = EnrollClient::new(addr, None, None, &[]).unwrap();
+    let a = client
+        .enroll("by-src", &[], Some("src"), None)
+        .await
+        .unwrap();
+    assert_eq!(a.ip, "127.0.0.1");
+    // --enroll-use-source-ip: no IP field means the peer's address, which
+    // `by-src` holds already (and is not replaceable yet).
+    let err = client.enroll("by-flag", &[], None, None).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ERROR: Duplicate IP: 127.0.0.1. Unable to add agent"
+    );
+    let c_any = client
+        .enroll("explicit", &[], Some("any"), None)
+        .await
+        .unwrap();
+    assert_eq!(c_any.ip, "any", "an explicit IP wins");
+    assert!(acked(c.addr, &a, 1).await, "from 127.0.0.1");
+    let other = udp_from("127.0.0.2".parse::<IpAddr>().unwrap()).await;
+    other
+        .send_to(&msg(&key_of(&a), &a.id, 2, "#!-agent startup "), c.addr)
+        .await
+        .unwrap();
+    assert!(
+        udp_reply(&other, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "the key bound to 127.0.0.1 is refused from 127.0.0.2"
+    );
+    c.running.shutdown().await.unwrap();
+}
+
+/// `--enroll-ca`: only agents with a certificate from that CA get a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_from_the_ca_are_required() {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = dir.path().join("agents-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let identity = |signer: Option<(&rcgen::Certificate, &KeyPair)>| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["agent".to_owned()]).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = match signer {
+            Some((c, k)) => p.signed_by(&key, c, k).unwrap(),
+            None => p.self_signed(&key).unwrap(),
+        };
+        let der: PrivateKeyDer<'static> = PrivatePkcs8KeyDer::from(key.serialize_der()).into();
+        (vec![cert.der().clone()], der)
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (c, addr, _d) = collector(&db, None, false, |a| a.enroll_ca = Some(ca_path.clone())).await;
+    let good =
+        EnrollClient::with_identity(addr, None, None, &[], Some(identity(Some((&ca, &ca_key)))))
+            .unwrap();
+    let k = good.enroll("with-cert", &[], None, None).await.unwrap();
+    assert_eq!(k.name, "with-cert");
+    let stranger =
+        EnrollClient::with_identity(addr, None, None, &[], Some(identity(None))).unwrap();
+    assert!(stranger.enroll("other-ca", &[], None, None).await.is_err());
+    let none = EnrollClient::new(addr, None, None, &[]).unwrap();
+    assert!(none.enroll("no-cert", &[], None, None).await.is_err());
+    assert_eq!(
+        key_rows(&c.running.store).await,
+        1,
+        "only the agent with a CA certificate"
+    );
+    c.running.shutdown().await.unwrap();
+}
