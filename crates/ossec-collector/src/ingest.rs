@@ -127,7 +127,13 @@ impl Ingest {
         let opened = match decoder.open(&entry.agent_key, sealed) {
             Ok(o) => o,
             Err(r) => {
-                m.rejected(r.kind, Some(&agent.id), origin.peer, t, &r.detail);
+                match ossec_proto::keys::key_problem(&entry.key) {
+                    Some(hint) => {
+                        let detail = format!("{} ({hint})", r.detail);
+                        m.rejected(r.kind, Some(&agent.id), origin.peer, t, &detail)
+                    }
+                    None => m.rejected(r.kind, Some(&agent.id), origin.peer, t, &r.detail),
+                }
                 return Outcome {
                     close: true,
                     ..Default::default()

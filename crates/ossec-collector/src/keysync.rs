@@ -61,8 +61,26 @@ fn file_keys(path: &Path, keys: &ClientKeys) -> Vec<FileKey> {
 }
 
 /// Imports the keys file into the store. Errors when the file cannot be
-/// read or parsed (the store is then unchanged).
-pub async fn import_file(store: &Store, path: &Path) -> anyhow::Result<ossec_store::ImportReport> {
+/// read or parsed (the store is then unchanged). What `keys check` would
+/// report is logged as a warning, once per problem (`warned` remembers).
+pub async fn import_file(
+    store: &Store,
+    path: &Path,
+    warned: &mut std::collections::HashSet<String>,
+) -> anyhow::Result<ossec_store::ImportReport> {
+    if let Ok(text) = std::fs::read(path) {
+        for f in ossec_proto::keys::check(&text) {
+            let msg = format!("{} line {}: {}", path.display(), f.line, f.problem);
+            if warned.insert(msg.clone()) {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = f.line,
+                    "{msg} (`ossec-collector keys check {}` lists every problem)",
+                    path.display()
+                );
+            }
+        }
+    }
     let keys = read_keys(path)?;
     let report = store
         .import_file_keys(&file_keys(path, &keys))
@@ -160,6 +178,8 @@ pub struct KeySync {
     pub poke: Arc<Notify>,
     /// The revision applied to the table, for waiters (enrollment).
     pub applied: watch::Sender<i64>,
+    /// Keys-file problems already warned about.
+    pub warned: std::collections::HashSet<String>,
 }
 
 impl KeySync {
@@ -188,7 +208,7 @@ impl KeySync {
                 continue;
             };
             last_file = file_id(&path);
-            let imported = import_file(&self.store, &path).await;
+            let imported = import_file(&self.store, &path, &mut self.warned).await;
             // Applied before the log line: after "reloaded", the keys work.
             self.sync_once().await;
             match imported {

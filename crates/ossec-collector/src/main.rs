@@ -260,14 +260,20 @@ fn main() {
                 }
             };
             init_logs(settings.log_format);
+            let settings_json = settings.log_format == LogFormat::Json;
             let result = runtime()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(ossec_collector::server::run(settings)));
             match result {
                 Ok(()) => 0,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
+                    // One line: JSON logs get it as a log event (for log
+                    // pipelines), text logs as a plain `error:` line.
+                    if settings_json {
+                        tracing::error!("{e:#}");
+                    } else {
+                        eprintln!("error: {e:#}");
+                    }
                     1
                 }
             }

@@ -223,7 +223,6 @@ impl Metrics {
         self.received[t.i()].load(Relaxed)
     }
 
-    /// Counts a failed store write, logging at most every few seconds.
     /// One enrollment connection ended with `outcome` (`enrolled`,
     /// `replaced`, or why not). Refusals are logged where they happen; the
     /// connection-level ones (limits, TLS, timeouts) are logged here,
@@ -254,6 +253,7 @@ impl Metrics {
             .collect()
     }
 
+    /// Counts a failed store write, logging at most every few seconds.
     pub fn store_error(&self, err: &dyn std::fmt::Display) {
         self.store_errors.fetch_add(1, Relaxed);
         if let Some(suppressed) = self.store_gate.admit(now_s()) {

@@ -98,14 +98,10 @@ fn raise_fd_limit() {
 /// Starts everything and returns once the sockets are bound.
 pub async fn start(s: Settings) -> anyhow::Result<Running> {
     raise_fd_limit();
-    let store = Store::connect(&s.database_url).await.with_context(|| {
-        format!(
-            "cannot open the store {}",
-            ossec_store::redact(&s.database_url)
-        )
-    })?;
+    let store = Store::connect(&s.database_url).await?;
+    let mut warned = std::collections::HashSet::new();
     if let Some(path) = &s.keys {
-        let r = keysync::import_file(&store, path).await?;
+        let r = keysync::import_file(&store, path, &mut warned).await?;
         tracing::info!(
             added = r.added,
             changed = r.changed,
@@ -207,6 +203,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             reload: reload_rx,
             poke: keys_changed.clone(),
             applied: keys_applied_tx,
+            warned,
         }
         .run(shutdown_rx.clone()),
     ));

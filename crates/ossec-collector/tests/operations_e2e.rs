@@ -413,3 +413,28 @@ fn config_errors_name_the_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/client.keys"));
 }
+
+/// A client.keys with CRLF line ends: `serve` warns at start naming the
+/// line, and the agent's rejected messages say why and how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crlf_keys_are_named_at_start_and_in_rejects() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, KEY1.replace('\n', "\r\n")).unwrap();
+    let mut serve = Serve::start(&keys, &db.url, &[]);
+    let warn = serve.wait_log("CR", Duration::from_secs(5));
+    assert!(warn.contains("line 1"), "{warn}");
+    // The agent has the key without the CR, as its manager gave it.
+    let sock = udp_from("127.0.0.1".parse::<IpAddr>().unwrap()).await;
+    sock.send_to(
+        &msg(&key_of(KEY1, "001"), "001", 1, "#!-agent startup "),
+        serve.addr,
+    )
+    .await
+    .unwrap();
+    let reject = serve.wait_log("rejected message", Duration::from_secs(5));
+    assert!(reject.contains("dos2unix"), "{reject}");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.wait_exit(Duration::from_secs(30)), Some(0));
+}

@@ -217,3 +217,60 @@ fn keys_check_flags_what_breaks_agents() {
     assert_eq!(good.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&good.stdout).contains("8 agents, no problems found"));
 }
+
+/// A store that cannot be opened stops `serve` with ONE error line that
+/// names the cause, within 3 s for a refused connection.
+#[test]
+fn store_errors_are_one_line_naming_the_cause() {
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = admin_url();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!("postgres://postgres@127.0.0.1:{free_port}/x"),
+            "connection refused",
+        ),
+        (
+            format!("{base}/oc_no_such_database"),
+            "\"oc_no_such_database\" does not exist",
+        ),
+        (
+            format!("sqlite://{}/missing-dir/x.db", dir.path().display()),
+            "missing-dir does not exist",
+        ),
+    ];
+    for (url, cause) in cases {
+        let t = std::time::Instant::now();
+        let (code, _, stderr) = run(&[
+            "serve",
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ]);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(3),
+            "{url}: took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(code, 1, "{url}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{url}: one line, got {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(cause),
+            "{url}: {stderr}"
+        );
+        assert_eq!(
+            lines[0].matches(cause).count(),
+            1,
+            "cause not repeated: {stderr}"
+        );
+    }
+}

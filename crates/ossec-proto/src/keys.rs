@@ -494,6 +494,21 @@ pub fn check(text: &[u8]) -> Vec<Finding> {
     findings
 }
 
+/// What is wrong with a key field that makes every message of its agent
+/// fail to decrypt, said with the fix (for reject logs). `None` when the
+/// key looks like what managers write.
+pub fn key_problem(key: &[u8]) -> Option<&'static str> {
+    if key.contains(&b'\r') {
+        Some("its key in the keys file ends with a CR: the file has Windows (CRLF) line ends; convert it (dos2unix) so that the key matches the agent's")
+    } else if key.ends_with(b" ") || key.contains(&b'\t') {
+        Some("its key in the keys file has trailing spaces or tabs, which become part of the key; remove them")
+    } else if key.len() > FIELD_MAX {
+        Some("its key in the keys file is longer than agents use; copy the agent's key exactly")
+    } else {
+        None
+    }
+}
+
 /// Formats an IPv6 address the way Wazuh stores it (8 upper-case groups), for display.
 pub fn wazuh_ipv6_form(a: Ipv6Addr) -> String {
     a.segments()

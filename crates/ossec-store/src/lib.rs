@@ -32,21 +32,23 @@ pub use time::{format_micros, now_micros, parse_micros};
 pub enum StoreError {
     #[error("invalid database URL `{url}`: {reason}")]
     Url { url: String, reason: String },
-    #[error("cannot connect to {what}: {source}")]
-    Connect { what: String, source: sqlx::Error },
+    // The causes are part of each message and deliberately not `source()`:
+    // `{:#}` chains would print them two or three times.
+    #[error("cannot connect to {what}: {reason}")]
+    Connect { what: String, reason: String },
     #[error("applying migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("{what}: {source}")]
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("{what}: {cause}")]
     Sql {
         what: &'static str,
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn sql(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Sql { what, source }
+    move |cause| StoreError::Sql { what, cause }
 }
 
 /// One event row, as the collector hands it to the store.
@@ -252,18 +254,43 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = pg_options(url)?;
+            // One connection first, so that a refused connection, an
+            // unknown host, a wrong password or a missing database is
+            // reported at once and by name; the pool would retry them
+            // silently until its timeout.
+            let first =
+                tokio::time::timeout(CONNECT_TIMEOUT, sqlx::ConnectOptions::connect(&opts)).await;
+            match first {
+                Ok(Ok(c)) => drop(c),
+                Ok(Err(e)) => {
+                    return Err(StoreError::Connect {
+                        what: redact(url),
+                        reason: connect_reason(&e),
+                    })
+                }
+                Err(_) => {
+                    return Err(StoreError::Connect {
+                        what: redact(url),
+                        reason: format!(
+                            "no answer within {} s (is the host reachable and the port right?)",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    })
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(std::time::Duration::from_secs(10))
+                .acquire_timeout(CONNECT_TIMEOUT)
                 .connect_with(opts)
                 .await
-                .map_err(|source| StoreError::Connect {
+                .map_err(|e| StoreError::Connect {
                     what: redact(url),
-                    source,
+                    reason: connect_reason(&e),
                 })?;
             sqlx::migrate!("../../migrations/postgres")
                 .run(&pool)
-                .await?;
+                .await
+                .map_err(StoreError::Migrate)?;
             Store::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
@@ -275,15 +302,37 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(std::time::Duration::from_secs(10));
+            let file = opts.get_filename().to_owned();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(StoreError::Connect {
+                        what: url.to_owned(),
+                        reason: format!(
+                            "the directory {} does not exist (create it, or give another path)",
+                            dir.display()
+                        ),
+                    });
+                }
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
                 .await
-                .map_err(|source| StoreError::Connect {
+                .map_err(|e| StoreError::Connect {
                     what: url.to_owned(),
-                    source,
+                    reason: match &e {
+                        sqlx::Error::Database(d) => format!(
+                            "{} ({}: check that the file is writable by this user)",
+                            d.message(),
+                            file.display()
+                        ),
+                        _ => connect_reason(&e),
+                    },
                 })?;
-            sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+            sqlx::migrate!("../../migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(StoreError::Migrate)?;
             Store::Sqlite(pool)
         } else {
             return Err(StoreError::Url {
@@ -339,7 +388,7 @@ impl Store {
                     let _ = copy.abort("send failed").await;
                     return Err(StoreError::Sql {
                         what: "sending COPY data",
-                        source: e,
+                        cause: e,
                     });
                 }
                 copy.finish().await.map_err(sql("finishing COPY"))?;
@@ -652,6 +701,45 @@ async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
         .await
         .map_err(sql("saving agents"))?;
     Ok(())
+}
+
+/// How long a PostgreSQL server may stay silent at connect.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A connect error in one line, naming the cause and what to check.
+fn connect_reason(e: &sqlx::Error) -> String {
+    use std::io::ErrorKind;
+    match e {
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => {
+                "connection refused (is PostgreSQL running, and listening on that host and port?)"
+                    .into()
+            }
+            ErrorKind::NotFound => format!("{io} (is the socket path right?)"),
+            _ if io.to_string().contains("failed to lookup address")
+                || io.to_string().contains("Name or service not known") =>
+            {
+                format!("cannot resolve the host name ({io})")
+            }
+            _ => io.to_string(),
+        },
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            Some("3D000") => format!(
+                "{} (create it, e.g. `createdb`, or fix the URL)",
+                d.message()
+            ),
+            Some("28P01") | Some("28000") => {
+                format!(
+                    "authentication failed: {} (check the user and password in the URL)",
+                    d.message()
+                )
+            }
+            _ => d.message().to_owned(),
+        },
+        sqlx::Error::Tls(t) => format!("TLS failed: {t} (sslmode in the URL?)"),
+        sqlx::Error::PoolTimedOut => "no connection within the timeout".into(),
+        other => other.to_string(),
+    }
 }
 
 /// Connection options from a `postgres://` URL. Without an explicit
