@@ -25,6 +25,7 @@ pub enum InputTransport {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).multiple(false))]
 pub struct DecodeArgs {
     /// The client.keys file with the agents' keys.
     #[arg(long, value_name = "FILE")]
@@ -41,16 +42,11 @@ pub struct DecodeArgs {
     /// `udp`: each input is one message; `tcp`: each input is a stream of frames.
     #[arg(long, value_enum, default_value = "udp")]
     pub transport: InputTransport,
-    /// The input as hex instead of files.
-    #[arg(
-        long,
-        value_name = "HEX",
-        conflicts_with = "files",
-        required_unless_present = "files"
-    )]
+    /// The input as hex, instead of FILE arguments.
+    #[arg(long, value_name = "HEX", conflicts_with = "files", group = "input")]
     pub hex: Option<String>,
-    /// Files holding raw bytes.
-    #[arg(value_name = "FILE")]
+    /// Files holding raw bytes (one message each with --transport udp), or give --hex.
+    #[arg(value_name = "FILE", group = "input")]
     pub files: Vec<PathBuf>,
 }
 
@@ -179,7 +175,13 @@ pub fn decode_one(
             }),
             Err(e) => Err(e),
         },
-        None => identify(keys, wire, source),
+        None => identify(keys, wire, source).map_err(|mut e| {
+            // Manager→agent replies carry no prefix: say how to decode them.
+            if e.detail.starts_with("no `!ID!` prefix") {
+                e.detail.to_mut().push_str(" (for a manager→agent reply, pass --agent ID; for an agent message without prefix, --source-ip IP)");
+            }
+            e
+        }),
     };
     let (agent, id_prefix, sealed) = match identified {
         Ok(Identified::Ping) => return json!({"kind": "ping", "payload": "#ping"}),

@@ -274,3 +274,19 @@ fn store_errors_are_one_line_naming_the_cause() {
         );
     }
 }
+
+/// `decode` says that files OR --hex are needed, and a manager reply
+/// decoded without --agent names the flag that decodes it.
+#[test]
+fn decode_usage_and_reply_hint() {
+    let kp = keys_path();
+    let (code, _, stderr) = run(&["decode", "--keys", &kp]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("<--hex <HEX>|FILE>"), "{stderr}");
+    // PROTOCOL.md §10's Blowfish ACK, a manager→agent reply without prefix.
+    let reply = "3a4196e4aa256e16dbe2069b5526241f4264c99ce03cb5507266b6dd642a24ae1ffe2dadd2893cdbaab623d086af1d3bb345dc07bd985deca9d2322d4123b63edcf33d47989507a4cd";
+    let (code, out, _) = run(&["decode", "--keys", &kp, "--hex", reply]);
+    assert_eq!(code, 1);
+    let detail = out[0]["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("pass --agent ID"), "{detail}");
+}
