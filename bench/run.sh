@@ -475,7 +475,7 @@ SQL
                               - (SELECT max_id FROM bench_rate, w WHERE t_ms = w.ta LIMIT 1) AS n,
                                 (SELECT tb - ta FROM w) AS ms)
               SELECT json_build_object(
-                'sustained_eps', round(CASE WHEN e.ms > 0 THEN e.n * 1000.0 / e.ms END),
+                'sustained_eps', round(CASE WHEN e.ms > 0 AND e.n > 0 THEN e.n * 1000.0 / e.ms END),
                 'median_1s_eps', (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY per_s) FROM d WHERE per_s IS NOT NULL),
                 'min_1s_eps', (SELECT min(per_s) FROM d),
                 'max_1s_eps', (SELECT max(per_s) FROM d),
@@ -549,7 +549,9 @@ SQL
     fi
     cleanup
     METRICS=""
-    jq -c '{name, sent: .summary.sent, stored, lost, eps: .rate.sustained_eps, p50: .latency.p50_ms, p99: .latency.p99_ms, cpu: .collector.cpu_cores, rss: .collector.peak_rss_mb}' "$OUT/$name.json" >&2
+    # eps is null when every event was committed before the steady-state
+    # window opened (a short run of pre-sealed events): there is no steady rate.
+    jq -c '{name, sent: .summary.sent, stored, lost, eps: .rate.sustained_eps, p50: .latency.p50_ms, p99: .latency.p99_ms, collector_cpu_s: .collector.cpu_s, rss: .collector.peak_rss_mb}' "$OUT/$name.json" >&2
 }
 
 # ---------------------------------------------------------------- docs
