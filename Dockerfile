@@ -42,8 +42,11 @@ WORKDIR /home/nonroot
 # Inside a container the metrics/health endpoint must listen on all
 # interfaces to be publishable (docker-compose.yml publishes it on the
 # host's 127.0.0.1 only). The agent port 1514 already defaults to 0.0.0.0.
+# Enrollment (1515/tcp) is off unless OSSEC_COLLECTOR_ENROLL_LISTEN is set;
+# its self-signed certificate is made in the working directory above (give
+# it a volume: the compose file does).
 ENV OSSEC_COLLECTOR_METRICS_LISTEN=0.0.0.0:9514
-EXPOSE 1514/tcp 1514/udp 9514/tcp
+EXPOSE 1514/tcp 1514/udp 1515/tcp 9514/tcp
 # SIGTERM starts a graceful shutdown that flushes queued events within
 # --shutdown-timeout (30 s): give `docker stop` a longer timeout (-t 45;
 # docker-compose.yml sets stop_grace_period).

@@ -484,7 +484,7 @@ impl ServeArgs {
                     timeout: secs(pick!(enroll_timeout), Duration::from_secs(10)),
                     cert_dir: store_dir(&s.database_url),
                 };
-                if e.cert.is_some() != e.key.is_some() {
+                if e.key_pkcs11.is_none() && e.cert.is_some() != e.key.is_some() {
                     return Err(ConfigError::Invalid(
                         "enroll_cert and enroll_key go together: give both, or neither for a self-signed certificate".into(),
                     ));

@@ -106,6 +106,24 @@ fn expected() -> BTreeMap<&'static str, Vec<Vec<String>>> {
             &["myagent", "1"],
         ]),
     );
+    // Every agent of the test's keys file, imported with origin `file`
+    // (the columns compared are id, name, origin).
+    let file_agents: Vec<Vec<String>> = [
+        ("001", "web-01"),
+        ("002", "db-02"),
+        ("003", "myagent"),
+        ("004", "edge-04"),
+        ("005", "legacy-05"),
+        ("006", "quiet-06"),
+        ("1024", "ossec-old"),
+        ("1025", "ossec-new"),
+        ("1026", "ossec-bf"),
+    ]
+    .iter()
+    .map(|(id, name)| vec![id.to_string(), name.to_string(), "file".to_string()])
+    .collect();
+    e.insert("agent-keys", file_agents.clone());
+    e.insert("new-agents", file_agents);
     e.insert(
         "silent-agents",
         rows(&[&["006", "quiet-06", "never_connected"]]),
