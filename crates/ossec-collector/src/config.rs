@@ -270,11 +270,10 @@ impl Default for Settings {
 /// The directory "next to the store": the SQLite file's directory, else
 /// the working directory.
 pub fn store_dir(database_url: &str) -> PathBuf {
-    let file = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .map(|f| f.split('?').next().unwrap_or(f));
-    match file.map(Path::new).and_then(Path::parent) {
+    match ossec_store::sqlite_file(database_url)
+        .as_deref()
+        .and_then(Path::parent)
+    {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     }

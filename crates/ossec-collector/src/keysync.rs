@@ -24,14 +24,6 @@ use crate::metrics::Metrics;
 /// How often the store's key feed is polled.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 
-/// Reads and parses client.keys, naming the file in errors.
-pub fn read_keys(path: &Path) -> anyhow::Result<ClientKeys> {
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read the keys file {}", path.display()))?;
-    ClientKeys::parse(&text)
-        .with_context(|| format!("{} is not a valid client.keys", path.display()))
-}
-
 /// The entries of a parsed file, as the store imports them. A key that is
 /// not UTF-8 cannot be stored as text; it is left out and named.
 fn file_keys(path: &Path, keys: &ClientKeys) -> Vec<FileKey> {
@@ -60,32 +52,55 @@ fn file_keys(path: &Path, keys: &ClientKeys) -> Vec<FileKey> {
         .collect()
 }
 
-/// Imports the keys file into the store. Errors when the file cannot be
-/// read or parsed (the store is then unchanged). What `keys check` would
-/// report is logged as a warning, once per problem (`warned` remembers).
+/// Why a keys-file import did not happen.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The file cannot be read or is not a valid client.keys: the store is
+    /// unchanged until the file changes.
+    File(anyhow::Error),
+    /// The store refused the import: worth retrying.
+    Store(anyhow::Error),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::File(e) | ImportError::Store(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// Imports the keys file into the store. What `keys check` would report
+/// is logged as a warning, once per problem (`warned` remembers).
 pub async fn import_file(
     store: &Store,
     path: &Path,
     warned: &mut std::collections::HashSet<String>,
-) -> anyhow::Result<ossec_store::ImportReport> {
-    if let Ok(text) = std::fs::read(path) {
-        for f in ossec_proto::keys::check(&text) {
-            let msg = format!("{} line {}: {}", path.display(), f.line, f.problem);
-            if warned.insert(msg.clone()) {
-                tracing::warn!(
-                    file = %path.display(),
-                    line = f.line,
-                    "{msg} (`ossec-collector keys check {}` lists every problem)",
-                    path.display()
-                );
-            }
+) -> Result<ossec_store::ImportReport, ImportError> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the keys file {}", path.display()))
+        .map_err(ImportError::File)?;
+    for f in ossec_proto::keys::check(&text) {
+        let msg = format!("{} line {}: {}", path.display(), f.line, f.problem);
+        if warned.insert(msg.clone()) {
+            tracing::warn!(
+                file = %path.display(),
+                line = f.line,
+                "{msg} (`ossec-collector keys check {}` lists every problem)",
+                path.display()
+            );
         }
     }
-    let keys = read_keys(path)?;
+    let keys = ClientKeys::parse(&text)
+        .with_context(|| format!("{} is not a valid client.keys", path.display()))
+        .map_err(ImportError::File)?;
     let report = store
         .import_file_keys(&file_keys(path, &keys))
         .await
-        .with_context(|| format!("cannot import {} into the store", path.display()))?;
+        .with_context(|| format!("cannot import {} into the store", path.display()))
+        .map_err(ImportError::Store)?;
     for c in &report.conflicts {
         tracing::warn!(file = %path.display(), "{}: {c}", path.display());
     }
@@ -124,6 +139,11 @@ impl KeyMirror {
 
     pub fn rev(&self) -> i64 {
         self.rev
+    }
+
+    /// How many active keys the store holds.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
     }
 
     /// The active keys as a key set, ordered by ID. Rows that cannot be a
@@ -242,7 +262,12 @@ impl KeySync {
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
                 if self.mirror.apply(changes) {
-                    let (added, removed, changed) = self.table.reload(self.mirror.key_set());
+                    let keys = self.mirror.key_set();
+                    if keys.is_empty() && self.mirror.active_count() > 0 {
+                        tracing::error!("agent keys from the store could not be built; the previous keys stay in use");
+                        return;
+                    }
+                    let (added, removed, changed) = self.table.reload(keys);
                     let n = self.table.current().agents.len();
                     self.metrics.agents_known.store(n as u64, Ordering::Relaxed);
                     tracing::info!(
@@ -255,7 +280,7 @@ impl KeySync {
                     );
                 }
             }
-            Err(e) => self.metrics.store_error(&e),
+            Err(e) => self.metrics.key_sync_error(&e),
         }
         self.applied.send_replace(self.mirror.rev());
     }

@@ -140,6 +140,9 @@ pub struct Metrics {
     pub agents_known: AtomicU64,
     enrollments: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     enroll_gate: LogGate,
+    refusal_gate: LogGate,
+    pub key_sync_errors: AtomicU64,
+    key_sync_gate: LogGate,
 }
 
 impl Metrics {
@@ -244,6 +247,19 @@ impl Metrics {
         }
     }
 
+    /// An enrollment refused with `err` (bad password, duplicate name, …),
+    /// logged at most once per [`LOG_EVERY_SECS`] with the number since.
+    pub fn enrollment_refused(
+        &self,
+        peer: SocketAddr,
+        outcome: &'static str,
+        err: &dyn std::fmt::Display,
+    ) {
+        if let Some(suppressed) = self.refusal_gate.admit(now_s()) {
+            tracing::info!(peer = %peer, outcome, suppressed_since_last = suppressed, "enrollment refused: {err}");
+        }
+    }
+
     /// Enrollment outcomes so far.
     pub fn enrollments(&self) -> Vec<(&'static str, u64)> {
         self.enrollments
@@ -251,6 +267,18 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect()
+    }
+
+    /// A failed read of the store's key feed (keys stay as they are; the
+    /// next poll retries), counted and logged at most every few seconds.
+    pub fn key_sync_error(&self, err: &dyn std::fmt::Display) {
+        self.key_sync_errors.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.key_sync_gate.admit(now_s()) {
+            tracing::warn!(
+                suppressed_since_last = suppressed,
+                "reading agent keys from the store failed, retrying: {err}"
+            );
+        }
     }
 
     /// Counts a failed store write, logging at most every few seconds.
@@ -532,6 +560,16 @@ impl Metrics {
             s,
             "ossec_key_reload_errors_total {}",
             self.key_reload_errors.load(Relaxed)
+        );
+        head!(
+            "ossec_key_sync_errors_total",
+            "counter",
+            "Failed reads of the store's agent keys (retried every half second)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_key_sync_errors_total {}",
+            self.key_sync_errors.load(Relaxed)
         );
         head!(
             "ossec_enrollments_total",

@@ -403,7 +403,7 @@ mod tests {
 /// `agents …` commands: they work on the store (the same one `serve`
 /// uses), also while collectors run; those apply changes within 2 s.
 pub mod agents_cli {
-    use anyhow::{anyhow, bail, Context};
+    use anyhow::{anyhow, bail};
     use ossec_proto::enroll;
     use ossec_store::{AddOutcome, AgentStatus, Conflict, KeyOrigin, NewKey, Store, StoredKey};
     use serde_json::json;
@@ -411,20 +411,10 @@ pub mod agents_cli {
     /// Opens an existing store; never creates one (a typo in the URL must
     /// not make an empty database).
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        if let Some(file) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let file = file.split('?').next().unwrap_or(file);
-            if file != ":memory:" && !std::path::Path::new(file).exists() {
-                bail!(
-                    "no store at {url}: run `ossec-collector serve` first, or pass --database-url"
-                );
-            }
+        if ossec_store::sqlite_file(url).is_some_and(|f| !f.exists()) {
+            bail!("no store at {url}: run `ossec-collector serve` first, or pass --database-url");
         }
-        Store::connect(url)
-            .await
-            .with_context(|| format!("cannot open the store {}", ossec_store::redact(url)))
+        Ok(Store::connect(url).await?)
     }
 
     /// `agents add NAME [--ip IP] [--group G]`: the client.keys line.
@@ -468,7 +458,7 @@ pub mod agents_cli {
             let keys = store.all_keys().await?;
             if let Some(k) = keys.iter().find(|k| k.id == id && k.is_active()) {
                 if k.origin == KeyOrigin::File {
-                    bail!("agent {id} comes from the --keys file of `serve`: remove its line there (or pass --force; the file puts it back when it changes)");
+                    bail!("agent {id} comes from the --keys file of `serve`: remove its line there (with --force it is removed now, but the file brings it back when it changes or a collector starts)");
                 }
             }
         }

@@ -619,6 +619,29 @@ async fn force_replacement_retires_the_old_key_at_once() {
         "the replaced key is refused at once"
     );
     assert!(acked(c.addr, &new, 1).await);
+    // Agents of the keys file are never replaced (the file would bring
+    // them back at its next import).
+    std::fs::write(&c.keys_path, FILE_KEY_5).unwrap();
+    c.running.reload_keys();
+    let file5 = EnrolledKey {
+        id: "005".into(),
+        name: "file-five".into(),
+        ip: "any".into(),
+        key: "5".repeat(64),
+    };
+    until_acked(c.addr, &file5, true, Duration::from_secs(3)).await;
+    let err = client
+        .enroll("file-five", &[], None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ERROR: Duplicate agent name: file-five. Unable to add agent"
+    );
+    assert!(
+        acked(c.addr, &file5, 2000).await,
+        "the file's agent keeps its key"
+    );
     c.running.shutdown().await.unwrap();
 
     // Wazuh's defaults: an agent registered a moment ago is not replaced.

@@ -71,7 +71,10 @@ async fn readme_first_command_on_a_fresh_clone() {
         .current_dir(&clone)
         .env("CARGO_TARGET_DIR", &target)
         .env("OSSEC_COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
-        .env("OSSEC_COLLECTOR_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "OSSEC_COLLECTOR_METRICS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env_remove("OSSEC_COLLECTOR_DATABASE_URL")
         .env_remove("DATABASE_URL")
         .stderr(Stdio::piped())
@@ -98,7 +101,9 @@ async fn readme_first_command_on_a_fresh_clone() {
         }
     }
     assert!(
-        !seen.iter().any(|l| l.contains("ERROR") || l.starts_with("error:")),
+        !seen
+            .iter()
+            .any(|l| l.contains("ERROR") || l.starts_with("error:")),
         "{}",
         seen.join("\n")
     );
@@ -111,7 +116,11 @@ async fn readme_first_command_on_a_fresh_clone() {
         .current_dir(&clone)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8(out.stdout).unwrap();
     let keys = ClientKeys::parse(line.as_bytes()).unwrap();
     let e = &keys.entries()[0];
@@ -123,14 +132,34 @@ async fn readme_first_command_on_a_fresh_clone() {
     let store = ossec_store::Store::connect(&url).await.unwrap();
     loop {
         local += 1;
-        let h = Header { rand: 1, global_counter: 0, local_counter: local };
-        let wire = encode(&e.agent_key, Sealing::AesFixed, Some(&e.id), h, b"1:/var/log/readme:hello from the README").unwrap();
+        let h = Header {
+            rand: 1,
+            global_counter: 0,
+            local_counter: local,
+        };
+        let wire = encode(
+            &e.agent_key,
+            Sealing::AesFixed,
+            Some(&e.id),
+            h,
+            b"1:/var/log/readme:hello from the README",
+        )
+        .unwrap();
         sock.send_to(&wire, server).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        if count(&store, "SELECT COUNT(*) FROM events WHERE message = 'hello from the README'").await > 0 {
+        if count(
+            &store,
+            "SELECT COUNT(*) FROM events WHERE message = 'hello from the README'",
+        )
+        .await
+            > 0
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "the event is stored within the 2 s a key takes to apply");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the event is stored within the 2 s a key takes to apply"
+        );
     }
     store.close().await;
     // Ctrl-C.
@@ -142,7 +171,10 @@ async fn readme_first_command_on_a_fresh_clone() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(40), "no exit after SIGINT");
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no exit after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));

@@ -148,18 +148,19 @@ pub fn valid_group(g: &str) -> bool {
 /// Splits a `G:` value on `,`, checks every group and drops repeats.
 pub fn parse_groups(value: &str) -> Result<Vec<String>, EnrollError> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for g in value.split(',') {
         if !valid_group(g) {
             return Err(EnrollError::InvalidGroup(shorten(g)));
         }
-        if !out.iter().any(|o| o == g) {
+        if seen.insert(g) {
+            if out.len() == MAX_GROUPS {
+                return Err(EnrollError::InvalidGroup(format!(
+                    "more than {MAX_GROUPS} groups"
+                )));
+            }
             out.push(g.to_owned());
         }
-    }
-    if out.len() > MAX_GROUPS {
-        return Err(EnrollError::InvalidGroup(format!(
-            "more than {MAX_GROUPS} groups"
-        )));
     }
     Ok(out)
 }
@@ -438,6 +439,18 @@ mod tests {
         }
         let long = format!("OSSEC A:'{}'", "a".repeat(129));
         assert!(matches!(req(&long), Err(EnrollError::InvalidName(_))));
+        // Many distinct groups are refused at the limit, not after them all.
+        let many: Vec<String> = (0..20_000).map(|i| format!("g{i}")).collect();
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            parse_groups(&many.join(",")),
+            Err(EnrollError::InvalidGroup(_))
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_millis(200));
+        assert_eq!(
+            parse_groups(&many[..MAX_GROUPS].join(",")).unwrap().len(),
+            MAX_GROUPS
+        );
         let huge = vec![b'a'; MAX_REQUEST + 1];
         assert_eq!(parse_request(&huge, None), Err(EnrollError::InvalidRequest));
     }

@@ -131,6 +131,9 @@ pub enum AddOutcome {
     Refused(Conflict),
 }
 
+/// Agents accept IDs of at most 8 digits.
+const MAX_AGENT_ID: i64 = 99_999_999;
+
 const PG_COLS: &str = "k.id, k.name, k.ip, k.key, k.groups, k.origin, \
     to_char(k.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS created_at, \
     to_char(k.removed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS removed_at, k.rev";
@@ -370,8 +373,9 @@ impl Store {
     /// Adds an agent with the next `%03d` ID after the largest numeric ID
     /// ever used (in `agent_keys` or `agents`). An active agent with the
     /// same IP (unless `any`) or name is first shown to `replace`: `true`
-    /// removes it, `false` refuses the new agent. IP conflicts are decided
-    /// before name conflicts, as Wazuh does.
+    /// removes it, `false` refuses the new agent. Agents of the keys file
+    /// are never replaced (the file would bring them back). IP conflicts
+    /// are decided before name conflicts, as Wazuh does.
     pub async fn add_key(
         &self,
         new: &NewKey,
@@ -424,7 +428,9 @@ impl Store {
             let mut replaced = Vec::new();
             for h in &holders {
                 let c = conflict_of(h);
-                if !replace(c, h) {
+                // The keys file manages its agents: a replaced one would
+                // come back at the next import.
+                if h.key.origin == KeyOrigin::File || !replace(c, h) {
                     tx.rollback().await.map_err(sql("adding an agent"))?;
                     return Ok(AddOutcome::Refused(c));
                 }
@@ -438,7 +444,14 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(sql("choosing an agent ID"))?;
-            let id = format!("{:03}", max.unwrap_or(0).saturating_add(1).max(1));
+            let next = max.unwrap_or(0).saturating_add(1).max(1);
+            if next > MAX_AGENT_ID {
+                tx.rollback().await.map_err(sql("adding an agent"))?;
+                return Err(crate::StoreError::Limit(format!(
+                    "no agent ID left: the next would be {next}, agents accept at most 8 digits"
+                )));
+            }
+            let id = format!("{next:03}");
             let q = "INSERT INTO agent_keys (id, name, ip, key, groups, origin, rev) VALUES ($1, $2, $3, $4, $5, $6, $7)";
             sqlx::query(q)
                 .bind(&id)

@@ -32,6 +32,9 @@ pub use time::{format_micros, now_micros, parse_micros};
 pub enum StoreError {
     #[error("invalid database URL `{url}`: {reason}")]
     Url { url: String, reason: String },
+    /// A limit of the data, e.g. no agent ID left.
+    #[error("{0}")]
+    Limit(String),
     // The causes are part of each message and deliberately not `source()`:
     // `{:#}` chains would print them two or three times.
     #[error("cannot connect to {what}: {reason}")]
@@ -774,6 +777,16 @@ fn is_local_host(host: &str) -> bool {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The file of a `sqlite://FILE` or `sqlite:FILE` URL (query string
+/// removed); `None` for other stores and `:memory:`.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let f = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let f = f.split('?').next().unwrap_or(f);
+    (f != ":memory:" && !f.is_empty()).then(|| std::path::PathBuf::from(f))
 }
 
 /// The URL without its password, for logs.

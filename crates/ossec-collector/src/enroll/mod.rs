@@ -47,7 +47,7 @@ pub fn may_replace(p: &ForcePolicy, h: &Holder, key_hash: Option<&str>, now_us: 
             AgentStatus::Pending | AgentStatus::Active => return false,
         }
     }
-    if !older(h.key.created_at, p.after_registration_time) {
+    if !p.after_registration_time.is_zero() && !older(h.key.created_at, p.after_registration_time) {
         return false;
     }
     if p.key_mismatch {
@@ -68,7 +68,10 @@ pub fn new_key() -> String {
     hex::encode(b)
 }
 
-/// Connections per source IP per minute.
+/// Sources remembered by the rate limit at most.
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
+/// Connections per source IP (IPv6: per /64) per minute.
 struct RateLimit {
     per_minute: u32,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -79,9 +82,21 @@ impl RateLimit {
         if self.per_minute == 0 {
             return true;
         }
+        // One IPv6 host usually holds a whole /64: count it as one source.
+        let ip = match ip {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        };
         let mut m = self.seen.lock();
-        if m.len() > 100_000 {
+        if m.len() >= MAX_TRACKED_SOURCES {
             m.retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(60));
+            if m.len() >= MAX_TRACKED_SOURCES {
+                // Bounded memory over exact limits when that many sources
+                // enroll within a minute.
+                m.clear();
+            }
         }
         let e = m.entry(ip).or_insert((now, 0));
         if now.duration_since(e.0) >= Duration::from_secs(60) {
@@ -140,9 +155,7 @@ pub async fn serve(l: TcpListener, e: Arc<Enroller>, mut shutdown: watch::Receiv
         };
         let e = e.clone();
         tokio::spawn(async move {
-            let outcome = tokio::time::timeout(e.settings.timeout, handle(&e, sock, peer))
-                .await
-                .unwrap_or("timeout");
+            let outcome = handle(&e, sock, peer).await;
             e.metrics.enrollment(outcome, peer);
             drop(permit);
         });
@@ -175,17 +188,33 @@ async fn read_line<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Vec<u8>, &'stat
     }
 }
 
-/// One enrollment. Returns the outcome label for the metrics.
+/// How long the answer may take to write.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One enrollment. Returns the outcome label for the metrics. The
+/// `--enroll-timeout` covers the TLS handshake and the request line; the
+/// store work after it is not cut short (a key committed but never sent
+/// would hold the agent's name), and the answer has its own timeout.
 async fn handle(e: &Enroller, sock: TcpStream, peer: SocketAddr) -> &'static str {
     let _ = sock.set_nodelay(true);
-    let mut tls = match e.acceptor.accept(sock).await {
-        Ok(t) => t,
-        Err(err) => {
-            tracing::debug!(peer = %peer, "enrollment TLS handshake failed: {err}");
-            return "tls_error";
-        }
+    let received = tokio::time::timeout(e.settings.timeout, async {
+        let mut tls = match e.acceptor.accept(sock).await {
+            Ok(t) => t,
+            Err(err) => {
+                tracing::debug!(peer = %peer, "enrollment TLS handshake failed: {err}");
+                return Err("tls_error");
+            }
+        };
+        let line = read_line(&mut tls).await;
+        Ok((tls, line))
+    })
+    .await;
+    let (mut tls, line) = match received {
+        Err(_) => return "timeout",
+        Ok(Err(label)) => return label,
+        Ok(Ok(x)) => x,
     };
-    let (answer, form, outcome) = match read_line(&mut tls).await {
+    let (answer, form, outcome) = match line {
         // An answer is still due: the agent waits for one (Wazuh logs
         // "Newline terminator not found" and answers nothing; an agent then
         // only sees the connection close).
@@ -216,24 +245,40 @@ async fn handle(e: &Enroller, sock: TcpStream, peer: SocketAddr) -> &'static str
         },
     };
     if let Answer::Refused(err) = &answer {
-        tracing::info!(peer = %peer, outcome, "enrollment refused: {err}");
+        e.metrics.enrollment_refused(peer, outcome, err);
     }
     let bytes = answer.to_bytes(form);
-    let written = async {
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
         tls.write_all(&bytes).await?;
-        tls.flush().await?;
-        tls.shutdown().await
-    }
-    .await;
-    if let (Err(err), Answer::Key { id, name, .. }) = (written, &answer) {
-        // The agent never got its key: take it back, as Wazuh does.
+        tls.flush().await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        ))
+    });
+    if let (Err(err), Answer::Key { id, name, .. }) = (&written, &answer) {
+        // The agent never got its key: take it back, as Wazuh does. In a
+        // task of its own, so that nothing cancels the removal.
         tracing::warn!(peer = %peer, agent = %id, name = %name, "the key could not be sent ({err}); the agent is removed again");
-        if let Err(err) = e.store.remove_key(id).await {
-            e.metrics.store_error(&err);
-        }
-        e.keys_changed.notify_one();
+        let (store, metrics, changed, id) = (
+            e.store.clone(),
+            e.metrics.clone(),
+            e.keys_changed.clone(),
+            id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = store.remove_key(&id).await {
+                metrics.store_error(&err);
+            }
+            changed.notify_one();
+        });
         return "write_error";
     }
+    // The key was delivered; a failed close_notify changes nothing.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, tls.shutdown()).await;
     outcome
 }
 
@@ -283,7 +328,7 @@ async fn enroll_agent(
                 name = %key.name,
                 ip = %key.ip,
                 peer = %peer,
-                version = req.version.as_deref().unwrap_or("-"),
+                version = %req.version.as_deref().unwrap_or("-").chars().take(32).collect::<String>(),
                 groups = %key.groups.join(","),
                 "agent enrolled"
             );
