@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ossec_proto::ClientKeys;
+use ossec_proto::{ClientKeys, KeyEntry};
 use ossec_store::{FileKey, Store, StoredKey};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -107,16 +107,20 @@ pub async fn import_file(
     Ok(report)
 }
 
-/// The store's keys as the collector holds them: every active row by ID,
-/// and the revision seen last.
+/// The store's keys as the collector holds them: every active row by ID
+/// with its derived entry (made once per change of the row, so that a new
+/// key among 50,000 does not derive them all again), and the revision seen
+/// last.
 #[derive(Default)]
 pub struct KeyMirror {
-    active: BTreeMap<String, StoredKey>,
+    active: BTreeMap<String, (StoredKey, Option<KeyEntry>)>,
     rev: i64,
 }
 
 impl KeyMirror {
-    /// Applies changed rows; returns whether the active set changed.
+    /// Applies changed rows; returns whether the active set changed. A row
+    /// that cannot be a client.keys entry is kept out of the key set and
+    /// logged.
     pub fn apply(&mut self, changes: Vec<StoredKey>) -> bool {
         let mut changed = false;
         for k in changes {
@@ -125,9 +129,18 @@ impl KeyMirror {
                 let same = self
                     .active
                     .get(&k.id)
-                    .is_some_and(|o| o.name == k.name && o.ip == k.ip && o.key == k.key);
+                    .is_some_and(|(o, _)| o.name == k.name && o.ip == k.ip && o.key == k.key);
                 if !same {
-                    self.active.insert(k.id.clone(), k);
+                    let entry = KeyEntry::new(
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.ip.clone(),
+                        k.key.clone().into_bytes(),
+                        0,
+                    )
+                    .map_err(|p| tracing::error!("agent_keys row left out: {p}"))
+                    .ok();
+                    self.active.insert(k.id.clone(), (k, entry));
                     changed = true;
                 }
             } else if self.active.remove(&k.id).is_some() {
@@ -146,17 +159,10 @@ impl KeyMirror {
         self.active.len()
     }
 
-    /// The active keys as a key set, ordered by ID. Rows that cannot be a
-    /// client.keys entry are left out and logged.
+    /// The active keys as a key set, ordered by ID.
     pub fn key_set(&self) -> ClientKeys {
-        let (keys, problems) = ClientKeys::from_entries_checked(self.active.values().map(|k| {
-            (
-                k.id.clone(),
-                k.name.clone(),
-                k.ip.clone(),
-                k.key.clone().into_bytes(),
-            )
-        }));
+        let (keys, problems) =
+            ClientKeys::from_key_entries(self.active.values().filter_map(|(_, e)| e.clone()));
         for p in problems {
             tracing::error!("agent_keys row left out: {}", p.problem);
         }
@@ -262,12 +268,7 @@ impl KeySync {
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
                 if self.mirror.apply(changes) {
-                    let keys = self.mirror.key_set();
-                    if keys.is_empty() && self.mirror.active_count() > 0 {
-                        tracing::error!("agent keys from the store could not be built; the previous keys stay in use");
-                        return;
-                    }
-                    let (added, removed, changed) = self.table.reload(keys);
+                    let (added, removed, changed) = self.table.reload(self.mirror.key_set());
                     let n = self.table.current().agents.len();
                     self.metrics.agents_known.store(n as u64, Ordering::Relaxed);
                     tracing::info!(

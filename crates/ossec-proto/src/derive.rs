@@ -82,13 +82,15 @@ pub fn derivation_steps(id: &[u8], name: &[u8], key: &[u8]) -> DerivationSteps {
 
 /// Prepared ciphers for one agent: AES-256 keyed with the first 32 ASCII bytes
 /// of the material, Blowfish keyed with all 47. The Blowfish key schedule
-/// (over 4 KB) is built the first time it is needed: most agents use AES,
-/// and a collector holds one `AgentKey` per agent of client.keys.
+/// (over 4 KB) is built the first time it is needed, on the heap: most
+/// agents use AES, and a collector holds one `AgentKey` per agent (inline,
+/// the schedule made every `AgentKey` 5 KB to hold and to copy, even
+/// unused).
 #[derive(Clone)]
 pub struct AgentKey {
     material: [u8; MATERIAL_LEN],
     pub(crate) aes: Aes256,
-    blowfish: std::sync::OnceLock<Blowfish>,
+    blowfish: std::sync::OnceLock<Box<Blowfish>>,
 }
 
 impl AgentKey {
@@ -114,7 +116,7 @@ impl AgentKey {
     pub(crate) fn blowfish(&self) -> &Blowfish {
         self.blowfish
             .get_or_init(|| match Blowfish::new_from_slice(&self.material) {
-                Ok(b) => b,
+                Ok(b) => Box::new(b),
                 Err(_) => unreachable!("47 bytes is a valid Blowfish key length (4..=56)"),
             })
     }

@@ -128,6 +128,40 @@ pub struct KeyEntry {
     pub agent_key: AgentKey,
 }
 
+impl KeyEntry {
+    /// An entry held elsewhere (the store), checked as a `client.keys` line
+    /// would be: non-empty ID, name and IP without spaces or newlines, a
+    /// key without newline, an address that parses. Derives the key.
+    pub fn new(
+        id: String,
+        name: String,
+        ip: String,
+        key: Vec<u8>,
+        line: usize,
+    ) -> Result<KeyEntry, String> {
+        let bad_field = |f: &str| f.is_empty() || f.contains([' ', '\n', '\r']);
+        if bad_field(&id) || bad_field(&name) || bad_field(&ip) {
+            return Err(format!(
+                "agent `{id}`: the ID, name and IP must be non-empty and hold no spaces"
+            ));
+        }
+        if key.is_empty() || key.contains(&b'\n') {
+            return Err(format!("agent {id}: the key is empty or holds a newline"));
+        }
+        let allowed = AllowedAddr::parse(&ip).map_err(|p| format!("agent {id}: {p}"))?;
+        let key = key[..key.len().min(FIELD_MAX)].to_vec();
+        Ok(KeyEntry {
+            agent_key: AgentKey::derive(id.as_bytes(), name.as_bytes(), &key),
+            id,
+            name,
+            ip,
+            allowed,
+            key,
+            line,
+        })
+    }
+}
+
 /// A problem with one line of `client.keys`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysError {
@@ -299,50 +333,50 @@ impl ClientKeys {
         Self::parse(&text)
     }
 
-    /// Builds a key set from entries held elsewhere (the store). An entry
-    /// that could not be a `client.keys` line (an empty field, a space or
-    /// newline inside the ID, name or IP, a newline in the key, an address
-    /// that does not parse, a repeated ID) is left out and returned as a
-    /// problem; `line` is then the entry's 1-based position.
-    pub fn from_entries_checked(
-        entries: impl IntoIterator<Item = (String, String, String, Vec<u8>)>,
-    ) -> (Self, Vec<KeysError>) {
-        let mut text = Vec::new();
+    /// Builds a key set from entries made with [`KeyEntry::new`] (the
+    /// store's keys, derived once and reused). A repeated ID is left out
+    /// and returned as a problem.
+    pub fn from_key_entries(entries: impl IntoIterator<Item = KeyEntry>) -> (Self, Vec<KeysError>) {
+        let mut keys = ClientKeys::default();
         let mut problems = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (n, (id, name, ip, key)) in entries.into_iter().enumerate() {
-            let bad_field = |f: &str| f.is_empty() || f.contains([' ', '\n', '\r']);
-            let problem = if bad_field(&id) || bad_field(&name) || bad_field(&ip) {
-                Some(format!(
-                    "agent `{id}`: the ID, name and IP must be non-empty and hold no spaces"
-                ))
-            } else if key.is_empty() || key.contains(&b'\n') {
-                Some(format!("agent {id}: the key is empty or holds a newline"))
-            } else if let Err(p) = AllowedAddr::parse(&ip) {
-                Some(format!("agent {id}: {p}"))
-            } else if !seen.insert(id.clone()) {
-                Some(format!("agent {id}: the ID is repeated"))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
+        for e in entries {
+            if keys.by_id.contains_key(&e.id) {
                 problems.push(KeysError {
-                    line: n + 1,
-                    problem,
+                    line: e.line,
+                    problem: format!("agent {}: the ID is repeated", e.id),
                 });
                 continue;
             }
-            text.extend_from_slice(format!("{id} {name} {ip} ").as_bytes());
-            text.extend_from_slice(&key);
-            text.push(b'\n');
+            keys.push(e);
         }
-        match Self::parse(&text) {
-            Ok(k) => (k, problems),
-            Err(e) => {
-                problems.push(e);
-                (ClientKeys::default(), problems)
+        let entries = &keys.entries;
+        keys.networks.sort_by_key(|&i| match entries[i].allowed {
+            AllowedAddr::Network(_, p) => std::cmp::Reverse(p),
+            _ => std::cmp::Reverse(0),
+        });
+        (keys, problems)
+    }
+
+    /// Builds a key set from (id, name, ip, key) held elsewhere. An entry
+    /// that could not be a `client.keys` line is left out and returned as
+    /// a problem; `line` is then the entry's 1-based position.
+    pub fn from_entries_checked(
+        entries: impl IntoIterator<Item = (String, String, String, Vec<u8>)>,
+    ) -> (Self, Vec<KeysError>) {
+        let mut problems = Vec::new();
+        let mut good = Vec::new();
+        for (n, (id, name, ip, key)) in entries.into_iter().enumerate() {
+            match KeyEntry::new(id, name, ip, key, n + 1) {
+                Ok(e) => good.push(e),
+                Err(problem) => problems.push(KeysError {
+                    line: n + 1,
+                    problem,
+                }),
             }
         }
+        let (keys, more) = Self::from_key_entries(good);
+        problems.extend(more);
+        (keys, problems)
     }
 
     fn push(&mut self, entry: KeyEntry) {
