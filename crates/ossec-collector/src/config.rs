@@ -109,6 +109,16 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub keys_poll_interval: Option<u64>,
+    /// A PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, AWS NLB proxy protocol v2) starts every TCP connection (1514 and 1515): `off`, `v1`, `v2` or `any`; its address is the agent's [default: off].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_PROXY_PROTOCOL",
+        value_name = "off|v1|v2|any"
+    )]
+    pub proxy_protocol: Option<String>,
+    /// Peers that may send a PROXY header, comma-separated addresses or CIDRs; connections from others are refused and counted [default: loopback and private ranges].
+    #[arg(long, env = "OSSEC_COLLECTOR_PROXY_FROM", value_name = "CIDR[,CIDR…]")]
+    pub proxy_from: Option<String>,
     /// Enrollment listener (TLS, like Wazuh's authd on 1515), e.g. `0.0.0.0:1515`, or `off` [default: off].
     #[arg(long, env = "OSSEC_COLLECTOR_ENROLL_LISTEN", value_name = "ADDR")]
     pub enroll_listen: Option<String>,
@@ -196,6 +206,8 @@ pub struct Settings {
     pub keys_poll_interval: Duration,
     /// The enrollment listener, when on.
     pub enroll: Option<EnrollSettings>,
+    /// PROXY protocol on the TCP listeners, when on.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 /// Replacement of an agent whose name or IP a new enrollment asks for
@@ -263,6 +275,7 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(30),
             keys_poll_interval: Duration::from_secs(10),
             enroll: None,
+            proxy: None,
         }
     }
 }
@@ -444,8 +457,33 @@ impl ServeArgs {
             shutdown_timeout: secs(pick!(shutdown_timeout), d.shutdown_timeout),
             keys_poll_interval: secs(pick!(keys_poll_interval), d.keys_poll_interval),
             enroll: None,
+            proxy: None,
         };
         let mut s = s;
+        use ossec_proto::proxy::Versions;
+        let versions = match pick!(proxy_protocol).as_deref() {
+            None | Some("off") | Some("") => None,
+            Some("v1") => Some(Versions::V1),
+            Some("v2") => Some(Versions::V2),
+            Some("any") => Some(Versions::Any),
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "proxy_protocol `{other}` is not one of off, v1, v2, any"
+                )))
+            }
+        };
+        s.proxy = match versions {
+            None => None,
+            Some(versions) => Some(crate::proxy::ProxySettings {
+                versions,
+                from: crate::proxy::ProxySettings::parse_from(
+                    pick!(proxy_from)
+                        .as_deref()
+                        .unwrap_or(crate::proxy::DEFAULT_FROM),
+                )
+                .map_err(ConfigError::Invalid)?,
+            }),
+        };
         s.enroll = match pick!(enroll_listen).as_deref() {
             None | Some("off") | Some("") => None,
             Some(a) => {

@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod keysync;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod shutdown;
 pub mod tcp;

@@ -143,6 +143,8 @@ pub struct Metrics {
     refusal_gate: LogGate,
     pub key_sync_errors: AtomicU64,
     key_sync_gate: LogGate,
+    proxy_rejects: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    proxy_gate: LogGate,
 }
 
 impl Metrics {
@@ -258,6 +260,25 @@ impl Metrics {
         if let Some(suppressed) = self.refusal_gate.admit(now_s()) {
             tracing::info!(peer = %peer, outcome, suppressed_since_last = suppressed, "enrollment refused: {err}");
         }
+    }
+
+    /// A TCP connection (1514 or 1515) closed because of its PROXY header:
+    /// `untrusted_peer`, `missing`, `malformed`, `oversized`,
+    /// `wrong_version`, `timeout`, `closed`.
+    pub fn proxy_rejected(&self, reason: &'static str, peer: SocketAddr) {
+        *self.proxy_rejects.lock().entry(reason).or_insert(0) += 1;
+        if let Some(suppressed) = self.proxy_gate.admit(now_s()) {
+            tracing::warn!(peer = %peer, reason, suppressed_since_last = suppressed, "connection closed: PROXY protocol header {reason}");
+        }
+    }
+
+    /// PROXY header rejections so far, by reason.
+    pub fn proxy_rejects(&self) -> Vec<(&'static str, u64)> {
+        self.proxy_rejects
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 
     /// Enrollment outcomes so far.
@@ -571,6 +592,17 @@ impl Metrics {
             "ossec_key_sync_errors_total {}",
             self.key_sync_errors.load(Relaxed)
         );
+        head!(
+            "ossec_proxy_header_rejected_total",
+            "counter",
+            "TCP connections closed because of their PROXY protocol header (or a peer not allowed to send one), by reason."
+        );
+        for (reason, n) in self.proxy_rejects() {
+            let _ = writeln!(
+                s,
+                "ossec_proxy_header_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         head!(
             "ossec_enrollments_total",
             "counter",

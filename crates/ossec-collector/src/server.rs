@@ -146,6 +146,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             ingest.clone(),
             tx.clone(),
             limits,
+            s.proxy.clone().map(Arc::new),
             shutdown_rx.clone(),
         )));
     }
@@ -248,6 +249,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             metrics: metrics.clone(),
             keys_changed: keys_changed.clone(),
             keys_applied: keys_applied.clone(),
+            proxy: s.proxy.clone(),
         });
         tasks.push(tokio::spawn(enroll::serve(
             l,

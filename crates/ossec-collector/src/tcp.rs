@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use crate::agents::Agent;
 use crate::ingest::{Ingest, Origin};
 use crate::metrics::{CloseReason, Transport};
+use crate::proxy::ProxySettings;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// Read sizes of a connection: from this…
@@ -57,12 +58,13 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     tx: mpsc::Sender<EventRow>,
     limits: Limits,
+    proxy: Option<Arc<ProxySettings>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let metrics = ingest.metrics.clone();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -89,7 +91,18 @@ pub async fn serve(
                 .with_interval(Duration::from_secs(10)),
         );
         let (ingest, tx, shutdown) = (ingest.clone(), tx.clone(), shutdown.clone());
+        let proxy = proxy.clone();
         tokio::spawn(async move {
+            // Behind a load balancer the agent is the header's address.
+            let peer = match crate::proxy::agent_addr(&mut stream, peer, proxy.as_deref()).await {
+                Ok(agent) => agent,
+                Err(reason) => {
+                    ingest.metrics.proxy_rejected(reason, peer);
+                    ingest.metrics.tcp_closed(CloseReason::Rejected);
+                    drop(permit);
+                    return;
+                }
+            };
             let reason =
                 connection(stream, peer, &ingest, &tx, limits.idle_timeout, shutdown).await;
             ingest.metrics.tcp_closed(reason);

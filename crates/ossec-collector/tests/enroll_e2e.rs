@@ -738,3 +738,41 @@ async fn client_certificates_from_the_ca_are_required() {
     );
     c.running.shutdown().await.unwrap();
 }
+
+/// Behind a load balancer (`--proxy-protocol v1` before TLS), `IP:'src'`
+/// registers the agent's address from the header, not the balancer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_behind_a_proxy_uses_the_header_address() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (c, addr, _d) = collector(&db, None, false, |a| {
+        a.proxy_protocol = Some("v1".into());
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 10.9.9.9 10.0.0.1 51000 1515\r\n")
+        .await
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+    .with_no_client_auth();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("x".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"OSSEC A:'behind-lb' V:'v4.14.7' IP:'src'\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("OSSEC K:'001 behind-lb 10.9.9.9 "), "{got}");
+    // Without a header the connection is refused before TLS.
+    let plain = EnrollClient::new(addr, None, None, &[]).unwrap();
+    assert!(plain.enroll("no-header", &[], None, None).await.is_err());
+    c.running.shutdown().await.unwrap();
+}

@@ -13,6 +13,7 @@
 //! * [`frame`]: TCP length-prefixed framing;
 //! * [`payload`]: control messages, keepalives and events;
 //! * [`enroll`]: the enrollment request and answer of port 1515;
+//! * [`proxy`]: the PROXY protocol header (v1, v2) of load balancers;
 //! * [`error`]: the rejection kinds.
 //!
 //! `PROTOCOL.md` (shipped in `docs/`) is the reference for every rule here.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod frame;
 pub mod keys;
 pub mod payload;
+pub mod proxy;
 
 pub use codec::{
     encode, identify, parse_wire, replay_verdict, AesIv, Cipher, Decoded, Decoder, Header,

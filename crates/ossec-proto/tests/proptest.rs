@@ -788,3 +788,27 @@ fn aes_variants_are_reported() {
     assert_eq!(Sealing::Blowfish.aes_iv(), None);
     assert_eq!(Sealing::Blowfish.cipher(), Cipher::Blowfish);
 }
+
+// Enrollment requests and answers, and PROXY headers: hostile bytes never
+// panic, and a PROXY header parses the same whatever follows it.
+proptest::proptest! {
+    #[test]
+    fn enrollment_and_proxy_parsers_take_any_bytes(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        prefix in proptest::sample::select(vec![&b""[..], b"OSSEC A:'", b"OSSEC PASS: pw OSSEC A:'ab' V:'", b"PROXY TCP4 ", b"\r\n\r\n\0\r\nQUIT\n\x21\x11"]),
+    ) {
+        let input = [prefix, &data[..]].concat();
+        let _ = ossec_proto::enroll::parse_request(&input, None);
+        let _ = ossec_proto::enroll::parse_request(&input, Some(b"pw"));
+        let _ = ossec_proto::enroll::parse_answer(&input);
+        use ossec_proto::proxy::{parse, Versions};
+        if let Ok(Some((h, n))) = parse(&input, Versions::Any) {
+            proptest::prop_assert!(n <= input.len());
+            // The header alone gives the same answer; any shorter cut needs more.
+            proptest::prop_assert_eq!(parse(&input[..n], Versions::Any), Ok(Some((h, n))));
+            for cut in 0..n {
+                proptest::prop_assert_eq!(parse(&input[..cut], Versions::Any), Ok(None));
+            }
+        }
+    }
+}

@@ -119,6 +119,8 @@ pub struct Enroller {
     /// …and the key revision it has applied, so that an agent is answered
     /// only once its key works on this collector's 1514.
     pub keys_applied: watch::Receiver<i64>,
+    /// PROXY protocol before TLS, as on 1514.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 /// Binds the enrollment listener.
@@ -195,8 +197,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--enroll-timeout` covers the TLS handshake and the request line; the
 /// store work after it is not cut short (a key committed but never sent
 /// would hold the agent's name), and the answer has its own timeout.
-async fn handle(e: &Enroller, sock: TcpStream, peer: SocketAddr) -> &'static str {
+async fn handle(e: &Enroller, mut sock: TcpStream, peer: SocketAddr) -> &'static str {
     let _ = sock.set_nodelay(true);
+    // Behind a load balancer the agent is the PROXY header's address (for
+    // `IP:'src'`, `--enroll-use-source-ip` and the logs).
+    let peer = match crate::proxy::agent_addr(&mut sock, peer, e.proxy.as_ref()).await {
+        Ok(agent) => agent,
+        Err(reason) => {
+            e.metrics.proxy_rejected(reason, peer);
+            return "proxy_header_rejected";
+        }
+    };
     let received = tokio::time::timeout(e.settings.timeout, async {
         let mut tls = match e.acceptor.accept(sock).await {
             Ok(t) => t,
