@@ -206,12 +206,14 @@ pub struct KeySync {
     pub applied: watch::Sender<i64>,
     /// Keys-file problems already warned about.
     pub warned: std::collections::HashSet<String>,
+    /// SIGHUP, registered before the collector says it is ready.
+    pub hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl KeySync {
     /// Polls the store and re-imports the file until shutdown.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = self.hup.take();
         let mut sync = tokio::time::interval(SYNC_EVERY);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut file_tick = tokio::time::interval(self.file_poll.max(Duration::from_millis(100)));

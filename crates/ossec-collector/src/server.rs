@@ -46,6 +46,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
     reload: mpsc::UnboundedSender<()>,
+    /// Held while running (one `serve` per SQLite file).
+    _sqlite_lock: Option<std::fs::File>,
 }
 
 /// The enrollment password: the first line of the file, without its line
@@ -67,6 +69,37 @@ pub fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(line.to_vec())
+}
+
+/// One `serve` per SQLite file: an exclusive `flock` on `FILE.serve-lock`,
+/// held while the collector runs. Two collectors on one file would each
+/// keep their own counters and agent state, and SQLite is no store for
+/// replicas (PostgreSQL is). The `agents` commands do not take it.
+pub fn lock_sqlite(database_url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let Some(file) = ossec_store::sqlite_file(database_url) else {
+        return Ok(None);
+    };
+    let mut lock_path = file.clone().into_os_string();
+    lock_path.push(".serve-lock");
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        // The store's own open names a missing directory better.
+        Err(_) => return Ok(None),
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another `ossec-collector serve` already uses {}: one collector per SQLite file (run several collectors on PostgreSQL)",
+            file.display()
+        );
+    }
+    Ok(Some(lock))
 }
 
 /// The manager's sender counter after a (re)start: never below what was
@@ -98,6 +131,7 @@ fn raise_fd_limit() {
 /// Starts everything and returns once the sockets are bound.
 pub async fn start(s: Settings) -> anyhow::Result<Running> {
     raise_fd_limit();
+    let sqlite_lock = lock_sqlite(&s.database_url)?;
     let store = Store::connect(&s.database_url).await?;
     let mut warned = std::collections::HashSet::new();
     if let Some(path) = &s.keys {
@@ -205,6 +239,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             poke: keys_changed.clone(),
             applied: keys_applied_tx,
             warned,
+            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         }
         .run(shutdown_rx.clone()),
     ));
@@ -290,6 +325,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         tasks,
         shutdown_timeout: s.shutdown_timeout,
         reload,
+        _sqlite_lock: sqlite_lock,
     })
 }
 
@@ -313,6 +349,8 @@ impl Running {
             shutdown_timeout,
             metrics,
             store,
+            // Released when shutdown is over, not when it starts.
+            _sqlite_lock: _held,
             ..
         } = self;
         let mut writer = writer;
@@ -362,11 +400,14 @@ impl Running {
 
 /// Runs `serve` until SIGTERM or SIGINT.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a signal right after the ready line must find them.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let running = start(s).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
     }
     running.shutdown().await
 }

@@ -290,3 +290,69 @@ fn decode_usage_and_reply_hint() {
     let detail = out[0]["error"]["detail"].as_str().unwrap();
     assert!(detail.contains("pass --agent ID"), "{detail}");
 }
+
+/// A second `serve` on the same SQLite file is refused with a clear error,
+/// while the `agents` commands still work on it.
+#[test]
+fn one_serve_per_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
+        .args([
+            "serve",
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(first.stderr.take().unwrap()));
+    assert!(
+        lines.any(|l| l.unwrap().contains("ready")),
+        "first serve ready"
+    );
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--database-url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("already uses") && stderr.contains("one.db"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["agents", "add", "while-running", "--database-url", &url]);
+    assert_eq!(code, 0, "{stderr}");
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    assert!(first.wait().unwrap().success());
+    // After the first one stopped, a new one starts.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
+        .args([
+            "serve",
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(again.stderr.take().unwrap()));
+    assert!(lines.any(|l| l.unwrap().contains("ready")));
+    unsafe {
+        libc::kill(again.id() as i32, libc::SIGTERM);
+    }
+    assert!(again.wait().unwrap().success());
+}
