@@ -34,7 +34,6 @@ pub enum EnrollError {
     Unterminated(&'static str),
     InvalidGroup(String),
     InvalidIp(String),
-    VersionTooNew,
     DuplicateName(String),
     DuplicateIp(String),
     /// Something on the manager's side (the store) failed.
@@ -51,7 +50,6 @@ impl EnrollError {
             EnrollError::Unterminated(_) => "unterminated_field",
             EnrollError::InvalidGroup(_) => "invalid_group",
             EnrollError::InvalidIp(_) => "invalid_ip",
-            EnrollError::VersionTooNew => "version_too_new",
             EnrollError::DuplicateName(_) => "duplicate_name",
             EnrollError::DuplicateIp(_) => "duplicate_ip",
             EnrollError::Internal(_) => "internal_error",
@@ -68,9 +66,6 @@ impl fmt::Display for EnrollError {
             EnrollError::Unterminated(what) => write!(f, "Unterminated {what} field"),
             EnrollError::InvalidGroup(g) => write!(f, "Invalid group name: {g}"),
             EnrollError::InvalidIp(ip) => write!(f, "Invalid IP: {ip}"),
-            EnrollError::VersionTooNew => {
-                f.write_str("Agent version must be lower or equal to manager version")
-            }
             EnrollError::DuplicateName(n) => write!(f, "Duplicate agent name: {n}"),
             EnrollError::DuplicateIp(ip) => write!(f, "Duplicate IP: {ip}"),
             EnrollError::Internal(n) => write!(f, "Internal manager error adding agent: {n}"),
@@ -93,7 +88,8 @@ pub enum RequestedIp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub name: String,
-    /// `V:` (Wazuh ≥ 4.6), e.g. `v4.14.7`.
+    /// `V:` (Wazuh ≥ 4.6), e.g. `v4.14.7`. Recorded, never refused: a
+    /// collector is no Wazuh version to be newer than (PROTOCOL.md §8).
     pub version: Option<String>,
     /// `G:`, repeated groups removed, order kept.
     pub groups: Vec<String>,
