@@ -261,18 +261,7 @@ async fn refusals_have_wazuh_words_and_leave_the_store_unchanged() {
     // No newline: the agent half-closes, the answer still comes.
     {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-        .with_no_client_auth();
-        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-            .connect("x".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_over(tcp).await;
         tls.write_all(b"OSSEC PASS: pw OSSEC A:'nonl' V:'v4.14.7'")
             .await
             .unwrap();
@@ -320,6 +309,25 @@ async fn refusals_have_wazuh_words_and_leave_the_store_unchanged() {
     assert_eq!(n("no_newline"), 1);
     assert!(n("tls_error") >= 1, "{outcomes:?}");
     c.running.shutdown().await.unwrap();
+}
+
+/// A TLS client over `tcp` that takes any server certificate (as an agent
+/// without a CA does), for requests the enrollment client cannot send.
+async fn tls_over(
+    tcp: tokio::net::TcpStream,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("x".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 #[derive(Debug)]
@@ -752,18 +760,7 @@ async fn enrollment_behind_a_proxy_uses_the_header_address() {
     tcp.write_all(b"PROXY TCP4 10.9.9.9 10.0.0.1 51000 1515\r\n")
         .await
         .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-    .with_no_client_auth();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect("x".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_over(tcp).await;
     tls.write_all(b"OSSEC A:'behind-lb' V:'v4.14.7' IP:'src'\n")
         .await
         .unwrap();

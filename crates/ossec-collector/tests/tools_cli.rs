@@ -291,17 +291,13 @@ fn decode_usage_and_reply_hint() {
     assert!(detail.contains("pass --agent ID"), "{detail}");
 }
 
-/// A second `serve` on the same SQLite file is refused with a clear error,
-/// while the `agents` commands still work on it.
-#[test]
-fn one_serve_per_sqlite_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("one.db").display());
-    let mut first = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
+/// `serve` on `url` (loopback, free port), once it logged its ready line.
+fn serve_ready(url: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
         .args([
             "serve",
             "--database-url",
-            &url,
+            url,
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
@@ -310,11 +306,27 @@ fn one_serve_per_sqlite_file() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(first.stderr.take().unwrap()));
-    assert!(
-        lines.any(|l| l.unwrap().contains("ready")),
-        "first serve ready"
-    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    assert!(lines.any(|l| l.unwrap().contains("ready")), "serve ready");
+    // Keep reading, so that its later log lines have somewhere to go.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+fn terminate(mut child: std::process::Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
+}
+
+/// A second `serve` on the same SQLite file is refused with a clear error,
+/// while the `agents` commands still work on it.
+#[test]
+fn one_serve_per_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let first = serve_ready(&url);
     let (code, _, stderr) = run(&[
         "serve",
         "--database-url",
@@ -331,28 +343,7 @@ fn one_serve_per_sqlite_file() {
     );
     let (code, _, stderr) = run(&["agents", "add", "while-running", "--database-url", &url]);
     assert_eq!(code, 0, "{stderr}");
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGTERM);
-    }
-    assert!(first.wait().unwrap().success());
+    terminate(first);
     // After the first one stopped, a new one starts.
-    let mut again = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
-        .args([
-            "serve",
-            "--database-url",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(again.stderr.take().unwrap()));
-    assert!(lines.any(|l| l.unwrap().contains("ready")));
-    unsafe {
-        libc::kill(again.id() as i32, libc::SIGTERM);
-    }
-    assert!(again.wait().unwrap().success());
+    terminate(serve_ready(&url));
 }

@@ -311,12 +311,7 @@ impl ClientKeys {
                 line: raw_line.line,
             });
         }
-        // Most specific network first; the sort is stable, so file order breaks ties.
-        let entries = &keys.entries;
-        keys.networks.sort_by_key(|&i| match entries[i].allowed {
-            AllowedAddr::Network(_, p) => std::cmp::Reverse(p),
-            _ => std::cmp::Reverse(0),
-        });
+        keys.sort_networks();
         Ok(keys)
     }
 
@@ -349,11 +344,7 @@ impl ClientKeys {
             }
             keys.push(e);
         }
-        let entries = &keys.entries;
-        keys.networks.sort_by_key(|&i| match entries[i].allowed {
-            AllowedAddr::Network(_, p) => std::cmp::Reverse(p),
-            _ => std::cmp::Reverse(0),
-        });
+        keys.sort_networks();
         (keys, problems)
     }
 
@@ -377,6 +368,16 @@ impl ClientKeys {
         let (keys, more) = Self::from_key_entries(good);
         problems.extend(more);
         (keys, problems)
+    }
+
+    /// Most specific network first; the sort is stable, so the entries'
+    /// order breaks ties.
+    fn sort_networks(&mut self) {
+        let entries = &self.entries;
+        self.networks.sort_by_key(|&i| match entries[i].allowed {
+            AllowedAddr::Network(_, p) => std::cmp::Reverse(p),
+            _ => std::cmp::Reverse(0),
+        });
     }
 
     fn push(&mut self, entry: KeyEntry) {
