@@ -121,37 +121,7 @@ impl EnrollClient {
             rustls::pki_types::PrivateKeyDer<'static>,
         )>,
     ) -> anyhow::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions = if versions.is_empty() {
-            &[&rustls::version::TLS13, &rustls::version::TLS12][..]
-        } else {
-            versions
-        };
-        let b = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .context("TLS versions")?;
-        let b = match ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls::pki_types::pem::PemObject::pem_file_iter(ca)
-                    .with_context(|| format!("cannot read {}", ca.display()))?
-                {
-                    let c: CertificateDer<'static> =
-                        c.with_context(|| format!("{} is not PEM", ca.display()))?;
-                    roots.add(c).context("not a usable CA certificate")?;
-                }
-                b.with_root_certificates(roots)
-            }
-            None => b
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider))),
-        };
-        let config = match identity {
-            Some((chain, key)) => b
-                .with_client_auth_cert(chain, key)
-                .context("the client certificate and key do not fit")?,
-            None => b.with_no_client_auth(),
-        };
+        let config = client_config(ca, versions, identity)?;
         Ok(EnrollClient {
             addr,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
@@ -211,6 +181,51 @@ impl EnrollClient {
         let (id, name, ip, key) = enroll::parse_answer(&answer).map_err(|e| anyhow!("{e}"))?;
         Ok(EnrolledKey { id, name, ip, key })
     }
+}
+
+/// The TLS client configuration of an agent: with `ca`, the server
+/// certificate must chain to it; without, any certificate is taken (the
+/// handshake signature is still verified). `versions` empty: TLS 1.2 and 1.3.
+pub fn client_config(
+    ca: Option<&Path>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    identity: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = if versions.is_empty() {
+        &[&rustls::version::TLS13, &rustls::version::TLS12][..]
+    } else {
+        versions
+    };
+    let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .context("TLS versions")?;
+    let b = match ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::pem::PemObject::pem_file_iter(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?
+            {
+                let c: CertificateDer<'static> =
+                    c.with_context(|| format!("{} is not PEM", ca.display()))?;
+                roots.add(c).context("not a usable CA certificate")?;
+            }
+            b.with_root_certificates(roots)
+        }
+        None => b
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider))),
+    };
+    let config = match identity {
+        Some((chain, key)) => b
+            .with_client_auth_cert(chain, key)
+            .context("the client certificate and key do not fit")?,
+        None => b.with_no_client_auth(),
+    };
+    Ok(config)
 }
 
 /// Enrolls `names` with at most `parallel` at once; a connection error is

@@ -149,8 +149,21 @@ impl KeyEntry {
             return Err(format!("agent {id}: the key is empty or holds a newline"));
         }
         let allowed = AllowedAddr::parse(&ip).map_err(|p| format!("agent {id}: {p}"))?;
+        Ok(Self::derived(id, name, ip, allowed, &key, line))
+    }
+
+    /// The entry with its key derived; the key field is cut to what agents
+    /// and managers use.
+    fn derived(
+        id: String,
+        name: String,
+        ip: String,
+        allowed: AllowedAddr,
+        key: &[u8],
+        line: usize,
+    ) -> KeyEntry {
         let key = key[..key.len().min(FIELD_MAX)].to_vec();
-        Ok(KeyEntry {
+        KeyEntry {
             agent_key: AgentKey::derive(id.as_bytes(), name.as_bytes(), &key),
             id,
             name,
@@ -158,7 +171,7 @@ impl KeyEntry {
             allowed,
             key,
             line,
-        })
+        }
     }
 }
 
@@ -300,16 +313,14 @@ impl ClientKeys {
                     ),
                 });
             }
-            let key = raw_line.key[..raw_line.key.len().min(FIELD_MAX)].to_vec();
-            keys.push(KeyEntry {
-                agent_key: AgentKey::derive(id.as_bytes(), name.as_bytes(), &key),
+            keys.push(KeyEntry::derived(
                 id,
                 name,
                 ip,
                 allowed,
-                key,
-                line: raw_line.line,
-            });
+                raw_line.key,
+                raw_line.line,
+            ));
         }
         keys.sort_networks();
         Ok(keys)
