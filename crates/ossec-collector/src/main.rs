@@ -139,7 +139,11 @@ fn init_logs(format: LogFormat) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr (a pipe whose reader went away) must not turn a
+        // log line into a panic that loses the queued events: such lines
+        // are dropped instead.
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

@@ -347,3 +347,35 @@ fn one_serve_per_sqlite_file() {
     // After the first one stopped, a new one starts.
     terminate(serve_ready(&url));
 }
+
+/// A closed stderr (its reader went away, as with `serve 2>&1 | head`)
+/// does not crash `serve`: log lines are dropped, shutdown still exits 0.
+#[test]
+fn closed_stderr_does_not_crash_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("pipe.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
+        .args([
+            "serve",
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        assert!(lines.any(|l| l.unwrap().contains("ready")));
+        // Dropped here: the pipe's read end closes.
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
