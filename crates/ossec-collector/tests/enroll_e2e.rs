@@ -703,29 +703,66 @@ async fn client_certificates_from_the_ca_are_required() {
     c.running.shutdown().await.unwrap();
 }
 
+/// Enrolls `name` with `IP:'src'` through a PROXY v1 header claiming
+/// `src`; the answer, or an empty string when the connection was closed.
+async fn enroll_via_proxy(addr: SocketAddr, src: &str, name: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("PROXY TCP4 {src} 10.0.0.1 51000 1515\r\n").as_bytes())
+        .await
+        .unwrap();
+    let cfg = ossec_agent_sim::enroll::client_config(None, &[], None).unwrap();
+    let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("x".try_into().unwrap(), tcp)
+        .await
+    else {
+        return String::new();
+    };
+    tls.write_all(format!("OSSEC A:'{name}' V:'v4.14.7' IP:'src'\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// Behind a load balancer (`--proxy-protocol v1` before TLS), `IP:'src'`
-/// registers the agent's address from the header, not the balancer's.
+/// registers the agent's address from the header, not the balancer's, and
+/// the per-IP rate limit counts the agents' addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_behind_a_proxy_uses_the_header_address() {
     let db = TestDb::new(Backend::Sqlite).await;
     let (c, addr, _d) = collector(&db, None, false, |a| {
         a.proxy_protocol = Some("v1".into());
+        a.enroll_rate_per_ip = Some(1);
     })
     .await;
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"PROXY TCP4 10.9.9.9 10.0.0.1 51000 1515\r\n")
-        .await
-        .unwrap();
-    let mut tls = tls_over(tcp).await;
-    tls.write_all(b"OSSEC A:'behind-lb' V:'v4.14.7' IP:'src'\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let _ = tls.read_to_end(&mut got).await;
-    let got = String::from_utf8_lossy(&got);
+    let got = enroll_via_proxy(addr, "10.9.9.9", "behind-lb").await;
     assert!(got.starts_with("OSSEC K:'001 behind-lb 10.9.9.9 "), "{got}");
+    assert_eq!(
+        enroll_via_proxy(addr, "10.9.9.9", "again").await,
+        "",
+        "rate-limited by the header's address"
+    );
+    let other = enroll_via_proxy(addr, "10.9.9.8", "other-host").await;
+    assert!(
+        other.starts_with("OSSEC K:'002 other-host 10.9.9.8 "),
+        "{other}"
+    );
     // Without a header the connection is refused before TLS.
     let plain = EnrollClient::new(addr, None, None, &[]).unwrap();
     assert!(plain.enroll("no-header", &[], None, None).await.is_err());
+    let n = |o: &str| {
+        c.running
+            .metrics
+            .enrollments()
+            .iter()
+            .find(|(k, _)| *k == o)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (n("enrolled"), n("rate_limited"), n("proxy_header_rejected")),
+        (2, 1, 1)
+    );
     c.running.shutdown().await.unwrap();
 }

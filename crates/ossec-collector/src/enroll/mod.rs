@@ -147,18 +147,30 @@ pub async fn serve(l: TcpListener, e: Arc<Enroller>, mut shutdown: watch::Receiv
             },
             _ = crate::shutdown::requested(&mut shutdown) => return,
         };
-        if !rate.allow(peer.ip().to_canonical(), Instant::now()) {
-            e.metrics.enrollment("rate_limited", peer);
-            continue;
-        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             e.metrics.enrollment("too_many_connections", peer);
             continue;
         };
-        let e = e.clone();
+        let (e, rate) = (e.clone(), rate.clone());
         tokio::spawn(async move {
-            let outcome = handle(&e, sock, peer).await;
-            e.metrics.enrollment(outcome, peer);
+            let mut sock = sock;
+            // Behind a load balancer the agent is the PROXY header's
+            // address: for the rate limit, `IP:'src'`,
+            // `--enroll-use-source-ip` and the logs.
+            let agent = match crate::proxy::agent_addr(&mut sock, peer, e.proxy.as_ref()).await {
+                Ok(a) => a,
+                Err(reason) => {
+                    e.metrics.proxy_rejected(reason, peer);
+                    e.metrics.enrollment("proxy_header_rejected", peer);
+                    return;
+                }
+            };
+            let outcome = if rate.allow(agent.ip().to_canonical(), Instant::now()) {
+                handle(&e, sock, agent).await
+            } else {
+                "rate_limited"
+            };
+            e.metrics.enrollment(outcome, agent);
             drop(permit);
         });
     }
@@ -197,17 +209,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--enroll-timeout` covers the TLS handshake and the request line; the
 /// store work after it is not cut short (a key committed but never sent
 /// would hold the agent's name), and the answer has its own timeout.
-async fn handle(e: &Enroller, mut sock: TcpStream, peer: SocketAddr) -> &'static str {
+async fn handle(e: &Enroller, sock: TcpStream, peer: SocketAddr) -> &'static str {
     let _ = sock.set_nodelay(true);
-    // Behind a load balancer the agent is the PROXY header's address (for
-    // `IP:'src'`, `--enroll-use-source-ip` and the logs).
-    let peer = match crate::proxy::agent_addr(&mut sock, peer, e.proxy.as_ref()).await {
-        Ok(agent) => agent,
-        Err(reason) => {
-            e.metrics.proxy_rejected(reason, peer);
-            return "proxy_header_rejected";
-        }
-    };
     let received = tokio::time::timeout(e.settings.timeout, async {
         let mut tls = match e.acceptor.accept(sock).await {
             Ok(t) => t,
