@@ -271,7 +271,8 @@ pub fn apply_keepalive(r: &mut AgentRecord, k: &Keepalive) {
 
 /// Records how the agent last talked to us. Called for every message, so it
 /// only allocates when something changed. Returns whether anything besides
-/// `last_seen` changed (first contact, address, transport, cipher).
+/// `last_seen` changed (first contact, address, transport, cipher, the
+/// collector that hears it).
 pub fn apply_contact(
     st: &mut AgentState,
     now: i64,
@@ -279,6 +280,7 @@ pub fn apply_contact(
     transport: &'static str,
     cipher: Cipher,
     aes_iv: Option<AesIv>,
+    collector: &str,
 ) -> bool {
     let r = &mut st.record;
     let mut changed = r.first_seen.is_none();
@@ -301,6 +303,10 @@ pub fn apply_contact(
     let iv = aes_iv.map(|i| i.as_str());
     if r.aes_iv.as_deref() != iv {
         r.aes_iv = iv.map(str::to_owned);
+        changed = true;
+    }
+    if r.collector.as_deref() != Some(collector) {
+        r.collector = Some(collector.to_owned());
         changed = true;
     }
     changed
@@ -361,7 +367,7 @@ mod tests {
         ];
         for (now, ip, transport, cipher, iv, changed) in steps {
             assert_eq!(
-                apply_contact(&mut st, now, ip, transport, cipher, iv),
+                apply_contact(&mut st, now, ip, transport, cipher, iv, "c1"),
                 changed,
                 "at {now}"
             );

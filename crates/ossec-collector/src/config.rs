@@ -109,6 +109,9 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub keys_poll_interval: Option<u64>,
+    /// This collector's name in `agents.collector` (which collector last heard each agent) and in logs [default: the host name].
+    #[arg(long, env = "OSSEC_COLLECTOR_INSTANCE_NAME", value_name = "NAME")]
+    pub instance_name: Option<String>,
     /// A PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, AWS NLB proxy protocol v2) starts every TCP connection (1514 and 1515): `off`, `v1`, `v2` or `any`; its address is the agent's [default: off].
     #[arg(
         long,
@@ -208,6 +211,8 @@ pub struct Settings {
     pub enroll: Option<EnrollSettings>,
     /// PROXY protocol on the TCP listeners, when on.
     pub proxy: Option<crate::proxy::ProxySettings>,
+    /// `--instance-name`.
+    pub instance_name: String,
 }
 
 /// Replacement of an agent whose name or IP a new enrollment asks for
@@ -276,7 +281,20 @@ impl Default for Settings {
             keys_poll_interval: Duration::from_secs(10),
             enroll: None,
             proxy: None,
+            instance_name: hostname(),
         }
+    }
+}
+
+/// The host name (`gethostname`), or `ossec-collector` if it has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => h.to_owned(),
+        _ => "ossec-collector".to_owned(),
     }
 }
 
@@ -458,6 +476,9 @@ impl ServeArgs {
             keys_poll_interval: secs(pick!(keys_poll_interval), d.keys_poll_interval),
             enroll: None,
             proxy: None,
+            instance_name: pick!(instance_name)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(hostname),
         };
         let mut s = s;
         use ossec_proto::proxy::Versions;

@@ -57,6 +57,8 @@ pub struct Ingest {
     pub verify_counters: bool,
     sender: Mutex<SenderCounter>,
     sender_dirty: AtomicBool,
+    /// `--instance-name`, recorded as the agent's `collector`.
+    pub instance: Arc<str>,
 }
 
 impl Ingest {
@@ -65,6 +67,7 @@ impl Ingest {
         metrics: Arc<Metrics>,
         verify_counters: bool,
         sender: SenderCounter,
+        instance: Arc<str>,
     ) -> Self {
         Ingest {
             table,
@@ -72,6 +75,7 @@ impl Ingest {
             verify_counters,
             sender: Mutex::new(sender),
             sender_dirty: AtomicBool::new(true),
+            instance,
         }
     }
 
@@ -174,6 +178,7 @@ impl Ingest {
             t.as_str(),
             opened.cipher,
             opened.aes_iv,
+            &self.instance,
         );
         let mut out = Outcome::default();
         let mut dirty = contact_changed;

@@ -158,6 +158,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         metrics.clone(),
         s.verify_counters,
         sender,
+        s.instance_name.as_str().into(),
     ));
     let (tx, rx) = mpsc::channel(s.queue_capacity);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -302,6 +303,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         store = %ossec_store::redact(&s.database_url),
         agents = table.current().agents.len(),
         verify_counters = s.verify_counters,
+        instance = %s.instance_name,
         "ossec-collector ready: listening on udp {} and tcp {}, writing to {} ({} agents; keys file {})",
         show(udp_addr),
         show(tcp_addr),

@@ -507,7 +507,7 @@ pub mod agents_cli {
                 "origin": k.origin.as_str(), "groups": k.groups,
                 "created_at": ossec_store::format_micros(k.created_at),
                 "last_seen": ts(r.last_seen), "last_ip": r.last_ip, "version": r.version,
-                "os": r.os_name,
+                "os": r.os_name, "collector": r.collector,
             }));
         }
         if json_out {

@@ -55,6 +55,7 @@ async fn header_address_is_the_agents_everywhere() {
         a.no_udp = Some(true);
         a.proxy_protocol = Some("v2".into());
         a.proxy_from = Some("127.0.0.1/32".into());
+        a.instance_name = Some("replica-a".into());
     })
     .await;
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
@@ -77,20 +78,12 @@ async fn header_address_is_the_agents_everywhere() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].8, "127.0.0.77", "events.source_ip");
     assert!(wait_status(&c.running.store, "001", "pending").await);
-    let last_ip: Option<String> = match &c.running.store {
-        ossec_store::Store::Postgres(p) => {
-            sqlx::query_scalar("SELECT last_ip FROM agents WHERE id = '001'")
-                .fetch_one(p)
-                .await
-                .unwrap()
-        }
-        ossec_store::Store::Sqlite(p) => {
-            sqlx::query_scalar("SELECT last_ip FROM agents WHERE id = '001'")
-                .fetch_one(p)
-                .await
-                .unwrap()
-        }
+    const Q: &str = "SELECT last_ip, collector FROM agents WHERE id = '001'";
+    let (last_ip, collector): (Option<String>, Option<String>) = match &c.running.store {
+        ossec_store::Store::Postgres(p) => sqlx::query_as(Q).fetch_one(p).await.unwrap(),
+        ossec_store::Store::Sqlite(p) => sqlx::query_as(Q).fetch_one(p).await.unwrap(),
     };
+    assert_eq!(collector.as_deref(), Some("replica-a"), "agents.collector");
     assert_eq!(last_ip.as_deref(), Some("127.0.0.77"));
     c.running.shutdown().await.unwrap();
 }

@@ -140,6 +140,8 @@ pub struct AgentRecord {
     pub last_control: Option<i64>,
     /// Counters of the last accepted message.
     pub recv: Option<(u32, u32)>,
+    /// The collector (`serve --instance-name`) that last heard the agent.
+    pub collector: Option<String>,
 }
 
 /// The store: PostgreSQL or SQLite.
@@ -439,8 +441,8 @@ impl Store {
         const Q: &str = "UPDATE agents SET status = ?2, version = ?3, os_name = ?4, os_platform = ?5, \
             os_version = ?6, arch = ?7, hostname = ?8, uname = ?9, config_sum = ?10, merged_sum = ?11, \
             labels = ?12, last_ip = ?13, transport = ?14, cipher = ?15, aes_iv = ?16, first_seen = ?17, \
-            last_seen = ?18, last_keepalive = ?19, last_control = ?20, recv_global = ?21, recv_local = ?22 \
-            WHERE id = ?1";
+            last_seen = ?18, last_keepalive = ?19, last_control = ?20, recv_global = ?21, recv_local = ?22, \
+            collector = ?23 WHERE id = ?1";
         let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
         for r in records {
             sqlx::query(Q)
@@ -466,6 +468,7 @@ impl Store {
                 .bind(opt_ts(r.last_control))
                 .bind(r.recv.map(|c| i64::from(c.0)))
                 .bind(r.recv.map(|c| i64::from(c.1)))
+                .bind(&r.collector)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("saving agents"))?;
@@ -481,7 +484,7 @@ impl Store {
             ($pool:expr, $ts:literal, $labels:literal) => {{
                 let q = format!(
                     "SELECT {COLS}, {labels} AS labels, last_ip, transport, cipher, aes_iv, {fs} AS first_seen, {ls} AS last_seen, \
-                     {lk} AS last_keepalive, {lc} AS last_control, recv_global, recv_local FROM agents",
+                     {lk} AS last_keepalive, {lc} AS last_control, recv_global, recv_local, collector FROM agents",
                     labels = $labels,
                     fs = format!($ts, "first_seen"),
                     ls = format!($ts, "last_seen"),
@@ -523,6 +526,7 @@ impl Store {
                                 (Some(g), Some(l)) => Some((g.clamp(0, u32::MAX as i64) as u32, l.clamp(0, u32::MAX as i64) as u32)),
                                 _ => None,
                             },
+                            collector: row.try_get("collector")?,
                         })
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
@@ -669,13 +673,13 @@ async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
         last_seen = 'epoch'::timestamptz + u.last_seen * interval '1 microsecond', \
         last_keepalive = 'epoch'::timestamptz + u.last_keepalive * interval '1 microsecond', \
         last_control = 'epoch'::timestamptz + u.last_control * interval '1 microsecond', \
-        recv_global = u.recv_global, recv_local = u.recv_local \
+        recv_global = u.recv_global, recv_local = u.recv_local, collector = u.collector \
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
-                    $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[]) \
+                    $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], $23::text[]) \
              AS u(id, status, version, os_name, os_platform, os_version, arch, hostname, uname, config_sum, merged_sum, \
                   labels, last_ip, transport, cipher, aes_iv, first_seen, last_seen, last_keepalive, last_control, \
-                  recv_global, recv_local) \
+                  recv_global, recv_local, collector) \
         WHERE a.id = u.id";
     sqlx::query(Q)
         .bind(col(records, |r| r.id.clone()))
@@ -700,6 +704,7 @@ async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
         .bind(col(records, |r| r.last_control))
         .bind(col(records, |r| r.recv.map(|c| i64::from(c.0))))
         .bind(col(records, |r| r.recv.map(|c| i64::from(c.1))))
+        .bind(col(records, |r| r.collector.clone()))
         .execute(pool)
         .await
         .map_err(sql("saving agents"))?;
