@@ -32,6 +32,10 @@ pub struct AgentState {
     pub backwards_logged: bool,
     /// `record.last_ip` as an address, to compare without formatting.
     pub last_ip: Option<IpAddr>,
+    /// Whether this process has heard the agent since it started (only
+    /// such agents are swept to `disconnected` by it; with several
+    /// collectors the others' agents are theirs to sweep).
+    pub heard_here: bool,
 }
 
 /// One agent of client.keys.
@@ -190,25 +194,42 @@ impl AgentTable {
             .collect()
     }
 
-    /// Marks `pending`/`active` agents whose last control message is older
-    /// than `cutoff` (µs) as `disconnected`. Returns how many changed.
-    pub fn disconnect_stale(&self, cutoff: i64) -> usize {
+    /// The agents this process heard whose status is `pending`/`active`
+    /// but whose last control message is older than `cutoff` (µs): the
+    /// candidates of the disconnect sweep, confirmed against the store by
+    /// [`AgentTable::mark_disconnected`].
+    pub fn stale(&self, cutoff: i64) -> Vec<String> {
         let set = self.current.load();
-        let mut n = 0;
-        for a in &set.agents {
+        set.agents
+            .iter()
+            .filter(|a| {
+                let st = a.state.lock();
+                st.heard_here
+                    && matches!(st.record.status, AgentStatus::Pending | AgentStatus::Active)
+                    && st.record.last_control.unwrap_or(i64::MIN) < cutoff
+            })
+            .map(|a| a.id.to_string())
+            .collect()
+    }
+
+    /// Applies the sweep's result: `marked` are now `disconnected` in the
+    /// store; the other candidates were heard more recently by another
+    /// collector, which sweeps them from now on.
+    pub fn mark_disconnected(&self, candidates: &[String], marked: &[String]) {
+        let set = self.current.load();
+        for id in candidates {
+            let Some(i) = set.keys.index_of_id(id) else {
+                continue;
+            };
+            let a = &set.agents[i];
             let mut st = a.state.lock();
-            let r = &mut st.record;
-            if matches!(r.status, AgentStatus::Pending | AgentStatus::Active)
-                && r.last_control.unwrap_or(i64::MIN) < cutoff
-            {
-                r.status = AgentStatus::Disconnected;
-                drop(st);
-                a.mark_dirty();
+            if marked.contains(id) {
+                st.record.status = AgentStatus::Disconnected;
                 tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
-                n += 1;
+            } else {
+                st.heard_here = false;
             }
         }
-        n
     }
 
     /// Takes the records of agents marked dirty since the last call, and
@@ -282,6 +303,7 @@ pub fn apply_contact(
     aes_iv: Option<AesIv>,
     collector: &str,
 ) -> bool {
+    st.heard_here = true;
     let r = &mut st.record;
     let mut changed = r.first_seen.is_none();
     r.first_seen.get_or_insert(now);

@@ -144,7 +144,15 @@ impl StateWriter {
     /// `touched_too` also those whose counters merely moved), sender counter.
     async fn housekeeping(&self, give_up: &watch::Receiver<bool>, touched_too: bool) {
         let cutoff = ossec_store::now_micros() - self.disconnect_after.as_micros() as i64;
-        self.table.disconnect_stale(cutoff);
+        let stale = self.table.stale(cutoff);
+        if !stale.is_empty() {
+            // Confirmed in the store: an agent that moved to another
+            // collector has a newer `last_control` there and stays as it is.
+            match self.store.mark_disconnected(&stale, cutoff).await {
+                Ok(marked) => self.table.mark_disconnected(&stale, &marked),
+                Err(e) => self.metrics.store_error(&e),
+            }
+        }
         match self.store.take_counter_resets().await {
             Ok(ids) => {
                 for id in ids {

@@ -78,3 +78,55 @@ async fn status_lifecycle_sqlite() {
 async fn status_lifecycle_postgres() {
     lifecycle(Backend::Postgres).await;
 }
+
+/// With several collectors on one store, the disconnect sweep only marks an
+/// agent whose stored last control message is old too: one that another
+/// collector heard since (here: its row refreshed as that collector would)
+/// stays `active`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_leaves_agents_another_collector_hears() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let keys = loopback_vector_keys();
+    let c = start(&keys, &db, |a| a.disconnect_after = Some(2)).await;
+    let store = &c.running.store;
+    let key = agent_key(&keys, "003");
+    let mut t = TcpAgent::connect("127.0.0.1".parse().unwrap(), c.addr).await;
+    for (local, p) in [
+        (1, "#!-agent startup "),
+        (
+            2,
+            "#!-Linux |myagent |5.15.0 |#1 SMP |x86_64 - Wazuh v4.14.7 / ab\n",
+        ),
+    ] {
+        let h = Header {
+            rand: 1,
+            global_counter: 1,
+            local_counter: local,
+        };
+        t.send(&encode(&key, Sealing::AesFixed, Some("003"), h, p.as_bytes()).unwrap())
+            .await;
+        assert!(t.reply(Duration::from_secs(3)).await.is_some());
+    }
+    assert!(wait_status(store, "003", "active").await);
+    // "Collector B" hears the agent every half second from now on.
+    let ossec_store::Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        sqlx::query(
+            "UPDATE agents SET last_control = now(), collector = 'collector-b' WHERE id = '003'",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        agent_row(store, "003").await.0,
+        "active",
+        "not swept: collector B hears it"
+    );
+    // From now on B, which hears it, is the one to sweep it.
+    c.running.shutdown().await.unwrap();
+}

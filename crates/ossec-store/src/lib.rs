@@ -477,6 +477,46 @@ impl Store {
         Ok(())
     }
 
+    /// The disconnect sweep, safe with several collectors: of `ids`, marks
+    /// `disconnected` those still `pending`/`active` in the store whose
+    /// stored last control message is older than `cutoff` (µs), and returns
+    /// them. One whose row another collector refreshed is left alone.
+    pub async fn mark_disconnected(&self, ids: &[String], cutoff: i64) -> Result<Vec<String>> {
+        match self {
+            Store::Postgres(pool) => sqlx::query_scalar(
+                "UPDATE agents SET status = 'disconnected' WHERE id = ANY($1) \
+                 AND status IN ('pending', 'active') \
+                 AND (last_control IS NULL OR last_control < 'epoch'::timestamptz + $2 * interval '1 microsecond') \
+                 RETURNING id",
+            )
+            .bind(ids)
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await
+            .map_err(sql("marking agents disconnected")),
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
+                let mut marked = Vec::new();
+                let before = format_micros(cutoff);
+                for id in ids {
+                    let hit: Option<String> = sqlx::query_scalar(
+                        "UPDATE agents SET status = 'disconnected' WHERE id = ?1 \
+                         AND status IN ('pending', 'active') \
+                         AND (last_control IS NULL OR last_control < ?2) RETURNING id",
+                    )
+                    .bind(id)
+                    .bind(&before)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("marking agents disconnected"))?;
+                    marked.extend(hit);
+                }
+                tx.commit().await.map_err(sql("marking agents disconnected"))?;
+                Ok(marked)
+            }
+        }
+    }
+
     /// Loads every agent row (to restore counters and status at start).
     pub async fn load_agents(&self) -> Result<Vec<AgentRecord>> {
         const COLS: &str = "id, status, version, os_name, os_platform, os_version, arch, hostname, uname, config_sum, merged_sum";
