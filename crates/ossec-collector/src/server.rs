@@ -144,6 +144,9 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             path.display()
         );
     }
+    // Reset requests already in the store are reflected in the agents
+    // loaded below (the request also cleared the stored counters).
+    let (_, resets_seen) = store.counter_resets_since(None).await?;
     let mirror = keysync::load(&store).await?;
     let stored = store.load_agents().await?;
     let table = Arc::new(AgentTable::new(mirror.key_set(), stored));
@@ -221,6 +224,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             ingest: ingest.clone(),
             metrics: metrics.clone(),
             disconnect_after: s.disconnect_after,
+            resets_seen,
         }
         .run(state_done_rx, give_up_rx),
     );

@@ -120,11 +120,13 @@ pub struct StateWriter {
     pub metrics: Arc<Metrics>,
     /// `--disconnect-after`, for the status sweep.
     pub disconnect_after: Duration,
+    /// The newest `reset-counters` request already applied (Unix µs).
+    pub resets_seen: Option<i64>,
 }
 
 impl StateWriter {
     /// Runs once a second until `done`, then writes the final state.
-    pub async fn run(self, mut done: oneshot::Receiver<()>, give_up: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut done: oneshot::Receiver<()>, give_up: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(AGENT_FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u32 = 0;
@@ -142,7 +144,7 @@ impl StateWriter {
 
     /// Status sweep, counter-reset requests, changed agents (with
     /// `touched_too` also those whose counters merely moved), sender counter.
-    async fn housekeeping(&self, give_up: &watch::Receiver<bool>, touched_too: bool) {
+    async fn housekeeping(&mut self, give_up: &watch::Receiver<bool>, touched_too: bool) {
         let cutoff = ossec_store::now_micros() - self.disconnect_after.as_micros() as i64;
         let stale = self.table.stale(cutoff);
         if !stale.is_empty() {
@@ -153,8 +155,9 @@ impl StateWriter {
                 Err(e) => self.metrics.store_error(&e),
             }
         }
-        match self.store.take_counter_resets().await {
-            Ok(ids) => {
+        match self.store.counter_resets_since(self.resets_seen).await {
+            Ok((ids, newest)) => {
+                self.resets_seen = newest;
                 for id in ids {
                     if self.table.reset_counters(&id) {
                         tracing::info!(agent = %id, "receive counters reset: the agent's next message is accepted whatever its counters");

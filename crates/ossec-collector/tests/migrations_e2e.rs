@@ -146,7 +146,7 @@ async fn upgrade_to_byte_ordered_agent_ids_keeps_every_row() {
     .unwrap();
     assert_eq!(joined, 201);
     assert_eq!(
-        store.take_counter_resets().await.unwrap(),
+        store.counter_resets_since(None).await.unwrap().0,
         vec!["002".to_string()]
     );
 

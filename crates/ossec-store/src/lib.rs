@@ -590,7 +590,7 @@ impl Store {
     pub async fn reset_counters(&self, id: &str) -> Result<bool> {
         const RESET: &str = "UPDATE agents SET recv_global = NULL, recv_local = NULL WHERE id = $1";
         const REQUEST: &str =
-            "INSERT INTO counter_resets (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO NOTHING";
+            "INSERT INTO counter_resets (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO UPDATE SET requested_at = excluded.requested_at";
         macro_rules! run {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await.map_err(sql("resetting counters"))?;
@@ -618,15 +618,48 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Takes the pending `reset-counters` requests (deleting them).
-    pub async fn take_counter_resets(&self) -> Result<Vec<String>> {
-        const Q: &str = "DELETE FROM counter_resets RETURNING agent_id";
-        let rows: Vec<(String,)> = match self {
-            Store::Postgres(pool) => sqlx::query_as(Q).fetch_all(pool).await,
-            Store::Sqlite(pool) => sqlx::query_as(Q).fetch_all(pool).await,
+    /// The `reset-counters` requests made after `after` (Unix µs of the
+    /// newest request already applied; `None`: all), and the newest request
+    /// time. Requests stay for an hour, so that every collector on the
+    /// store applies them; older ones are deleted here.
+    pub async fn counter_resets_since(
+        &self,
+        after: Option<i64>,
+    ) -> Result<(Vec<String>, Option<i64>)> {
+        const PG_SELECT: &str = "SELECT agent_id, to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM counter_resets";
+        const PG_PRUNE: &str =
+            "DELETE FROM counter_resets WHERE requested_at < now() - interval '1 hour'";
+        const SQLITE_SELECT: &str = "SELECT agent_id, requested_at FROM counter_resets";
+        const SQLITE_PRUNE: &str = "DELETE FROM counter_resets WHERE requested_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour')";
+        let rows: Vec<(String, String)> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query(PG_PRUNE)
+                    .execute(pool)
+                    .await
+                    .map_err(sql("pruning counter reset requests"))?;
+                sqlx::query_as(PG_SELECT).fetch_all(pool).await
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(SQLITE_PRUNE)
+                    .execute(pool)
+                    .await
+                    .map_err(sql("pruning counter reset requests"))?;
+                sqlx::query_as(SQLITE_SELECT).fetch_all(pool).await
+            }
         }
         .map_err(sql("reading counter reset requests"))?;
-        Ok(rows.into_iter().map(|r| r.0).collect())
+        let mut newest = after;
+        let mut ids = Vec::new();
+        for (id, at) in rows {
+            let Some(at) = parse_micros(&at) else {
+                continue;
+            };
+            if after.is_none_or(|a| at > a) {
+                ids.push(id);
+            }
+            newest = Some(newest.map_or(at, |n| n.max(at)));
+        }
+        Ok((ids, newest))
     }
 
     /// The persisted manager sender counter, if any.
