@@ -217,13 +217,14 @@ impl AgentTable {
     /// collector, which sweeps them from now on.
     pub fn mark_disconnected(&self, candidates: &[String], marked: &[String]) {
         let set = self.current.load();
+        let marked: std::collections::HashSet<&str> = marked.iter().map(String::as_str).collect();
         for id in candidates {
             let Some(i) = set.keys.index_of_id(id) else {
                 continue;
             };
             let a = &set.agents[i];
             let mut st = a.state.lock();
-            if marked.contains(id) {
+            if marked.contains(id.as_str()) {
                 st.record.status = AgentStatus::Disconnected;
                 tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
             } else {

@@ -82,9 +82,12 @@ pub async fn import_file(
     let text = std::fs::read(path)
         .with_context(|| format!("cannot read the keys file {}", path.display()))
         .map_err(ImportError::File)?;
+    // Warned once per problem while it lasts: the set holds the file's
+    // current findings only, so it cannot grow across reloads.
+    let before = std::mem::take(warned);
     for f in ossec_proto::keys::check(&text) {
         let msg = format!("{} line {}: {}", path.display(), f.line, f.problem);
-        if warned.insert(msg.clone()) {
+        if !before.contains(&msg) {
             tracing::warn!(
                 file = %path.display(),
                 line = f.line,
@@ -92,6 +95,7 @@ pub async fn import_file(
                 path.display()
             );
         }
+        warned.insert(msg);
     }
     let keys = ClientKeys::parse(&text)
         .with_context(|| format!("{} is not a valid client.keys", path.display()))

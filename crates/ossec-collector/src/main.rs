@@ -207,19 +207,7 @@ fn agents(command: AgentsCommand) -> i32 {
                     let text = agents_cli::export(&store).await?;
                     match file {
                         Some(path) => {
-                            use std::io::Write;
-                            use std::os::unix::fs::OpenOptionsExt;
-                            let mut f = std::fs::OpenOptions::new()
-                                .write(true)
-                                .create(true)
-                                .truncate(true)
-                                .mode(0o600)
-                                .open(&path)
-                                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                            // An existing file keeps its mode on open: set it.
-                            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                                .map_err(|e| anyhow::anyhow!("cannot restrict {} to mode 0600: {e}", path.display()))?;
-                            f.write_all(text.as_bytes())
+                            ossec_collector::tools::write_secret_file(&path, text.as_bytes())
                                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
                             eprintln!("wrote {} keys to {}", text.lines().count(), path.display());
                             String::new()

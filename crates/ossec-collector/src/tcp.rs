@@ -45,6 +45,29 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
+/// The next connection, or `None` once shutdown is requested. A failed
+/// accept (EMFILE and friends) is logged and retried after a short wait
+/// instead of spinning. Shared by the agent (1514) and enrollment (1515)
+/// listeners.
+pub async fn accept(
+    listener: &TcpListener,
+    what: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!("{what} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = crate::shutdown::requested(shutdown) => return None,
+        }
+    }
+}
+
 /// Limits for connections.
 #[derive(Clone, Copy)]
 pub struct Limits {
@@ -64,17 +87,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let metrics = ingest.metrics.clone();
     loop {
-        let (mut stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: wait a little instead of spinning.
-                    tracing::warn!("TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = crate::shutdown::requested(&mut shutdown) => break,
+        let Some((mut stream, peer)) = accept(&listener, "TCP", &mut shutdown).await else {
+            break;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.tcp_refused.fetch_add(1, Ordering::Relaxed);

@@ -400,6 +400,20 @@ mod tests {
     }
 }
 
+/// Writes a file only its owner may read (mode 0600, also when it existed
+/// with a wider mode): keys and private keys.
+pub fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
 /// `agents …` commands: they work on the store (the same one `serve`
 /// uses), also while collectors run; those apply changes within 2 s.
 pub mod agents_cli {

@@ -136,16 +136,8 @@ pub async fn serve(l: TcpListener, e: Arc<Enroller>, mut shutdown: watch::Receiv
         seen: Mutex::new(HashMap::new()),
     });
     loop {
-        let (sock, peer) = tokio::select! {
-            r = l.accept() => match r {
-                Ok(x) => x,
-                Err(err) => {
-                    tracing::warn!("enrollment accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = crate::shutdown::requested(&mut shutdown) => return,
+        let Some((sock, peer)) = crate::tcp::accept(&l, "enrollment", &mut shutdown).await else {
+            return;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             e.metrics.enrollment("too_many_connections", peer);

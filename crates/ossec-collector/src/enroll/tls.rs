@@ -87,19 +87,8 @@ fn self_signed(
     let made = rcgen::generate_simple_self_signed(names())
         .map_err(|e| anyhow!("cannot make a self-signed certificate: {e}"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key_path)
-            .with_context(|| format!("cannot write {}", key_path.display()))?;
-        f.write_all(made.key_pair.serialize_pem().as_bytes())
-            .with_context(|| format!("cannot write {}", key_path.display()))?;
-    }
+    crate::tools::write_secret_file(&key_path, made.key_pair.serialize_pem().as_bytes())
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
     std::fs::write(&cert_path, made.cert.pem())
         .with_context(|| format!("cannot write {}", cert_path.display()))?;
     tracing::info!(
