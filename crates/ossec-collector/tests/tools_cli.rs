@@ -246,15 +246,7 @@ fn store_errors_are_one_line_naming_the_cause() {
     ];
     for (url, cause) in cases {
         let t = std::time::Instant::now();
-        let (code, _, stderr) = run(&[
-            "serve",
-            "--database-url",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ]);
+        let (code, _, stderr) = run(&serve_args(&url));
         assert!(
             t.elapsed() < std::time::Duration::from_secs(3),
             "{url}: took {:?}",
@@ -291,18 +283,23 @@ fn decode_usage_and_reply_hint() {
     assert!(detail.contains("pass --agent ID"), "{detail}");
 }
 
+/// `serve` on the store `url`, loopback and a free port, no metrics.
+fn serve_args(url: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--database-url",
+        url,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+    ]
+}
+
 /// `serve` on `url` (loopback, free port), once it logged its ready line.
 fn serve_ready(url: &str) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
-        .args([
-            "serve",
-            "--database-url",
-            url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
+        .args(serve_args(url))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -327,15 +324,7 @@ fn one_serve_per_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("one.db").display());
     let first = serve_ready(&url);
-    let (code, _, stderr) = run(&[
-        "serve",
-        "--database-url",
-        &url,
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "off",
-    ]);
+    let (code, _, stderr) = run(&serve_args(&url));
     assert_eq!(code, 1);
     assert!(
         stderr.contains("already uses") && stderr.contains("one.db"),
@@ -355,15 +344,7 @@ fn closed_stderr_does_not_crash_serve() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("pipe.db").display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
-        .args([
-            "serve",
-            "--database-url",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
+        .args(serve_args(&url))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
