@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ossec_proto::payload::Keepalive;
 use ossec_proto::{AesIv, Cipher, ClientKeys};
-use ossec_store::{AgentRecord, AgentStatus};
+use ossec_store::{AgentRecord, AgentStatus, CounterRow};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -32,10 +32,18 @@ pub struct AgentState {
     pub backwards_logged: bool,
     /// `record.last_ip` as an address, to compare without formatting.
     pub last_ip: Option<IpAddr>,
-    /// Whether this process has heard the agent since it started (only
-    /// such agents are swept to `disconnected` by it; with several
-    /// collectors the others' agents are theirs to sweep).
-    pub heard_here: bool,
+    /// When this process last accepted a message from the agent or read
+    /// its counters from the store (Unix µs; 0: never). Older than
+    /// `--counter-sync-ms`: the counters are read again before the next
+    /// message is accepted, since another collector may have heard it.
+    pub fresh_at: i64,
+    /// Whether `record.recv_epoch` is the store's (false after a new key
+    /// or a counter reset, until the counters are read again).
+    pub epoch_known: bool,
+    /// When the counters were last read (or tried) for `epoch_known`.
+    pub sync_tried_at: i64,
+    /// The manager's counter of the last reply sent to this agent.
+    pub sent: Option<ossec_proto::SenderCounter>,
 }
 
 /// One agent of client.keys.
@@ -48,19 +56,24 @@ pub struct Agent {
     pub dirty: AtomicBool,
     /// Set when only the counters and `last_seen` changed.
     pub touched: AtomicBool,
+    /// Set when the receive counters moved since the last counter write
+    /// (written every half `--counter-sync-ms` for the other collectors).
+    pub counters_moved: AtomicBool,
 }
 
 impl Agent {
-    fn new(id: &str, name: &str, record: AgentRecord) -> Self {
+    fn new(id: &str, name: &str, record: AgentRecord, epoch_known: bool) -> Self {
         Agent {
             id: id.into(),
             name: name.into(),
             state: Mutex::new(AgentState {
                 record,
+                epoch_known,
                 ..Default::default()
             }),
             dirty: AtomicBool::new(false),
             touched: AtomicBool::new(false),
+            counters_moved: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +87,13 @@ impl Agent {
     pub fn mark_touched(&self) {
         if !self.touched.load(Ordering::Relaxed) {
             self.touched.store(true, Ordering::Release);
+        }
+    }
+
+    /// The receive counters moved (as `mark_touched`, load before store).
+    pub fn mark_counters_moved(&self) {
+        if !self.counters_moved.load(Ordering::Relaxed) {
+            self.counters_moved.store(true, Ordering::Release);
         }
     }
 }
@@ -97,12 +117,17 @@ impl AgentTable {
         let agents = keys
             .entries()
             .iter()
-            .map(|e| {
-                let record = by_id.remove(&e.id).unwrap_or_else(|| AgentRecord {
-                    id: e.id.clone(),
-                    ..Default::default()
-                });
-                Arc::new(Agent::new(&e.id, &e.name, record))
+            .map(|e| match by_id.remove(&e.id) {
+                Some(record) => Arc::new(Agent::new(&e.id, &e.name, record, true)),
+                None => Arc::new(Agent::new(
+                    &e.id,
+                    &e.name,
+                    AgentRecord {
+                        id: e.id.clone(),
+                        ..Default::default()
+                    },
+                    false,
+                )),
             })
             .collect();
         AgentTable {
@@ -120,7 +145,9 @@ impl AgentTable {
 
     /// Replaces the keys. An agent whose ID, name and key are unchanged
     /// keeps its state; an agent whose name or key changed starts with
-    /// fresh counters (a re-registered agent starts counting again).
+    /// fresh counters (a re-registered agent starts counting again), read
+    /// from the store before its first message is accepted (the new key
+    /// started a new counter epoch there).
     /// Returns (added, removed, changed) counts.
     pub fn reload(&self, keys: ClientKeys) -> (usize, usize, usize) {
         let old = self.current.load_full();
@@ -139,7 +166,7 @@ impl AgentTable {
                         let st = oa.state.lock();
                         let mut record = st.record.clone();
                         record.recv = None;
-                        let a = Arc::new(Agent::new(&e.id, &e.name, record));
+                        let a = Arc::new(Agent::new(&e.id, &e.name, record, false));
                         a.mark_dirty();
                         a
                     }
@@ -153,6 +180,7 @@ impl AgentTable {
                             id: e.id.clone(),
                             ..Default::default()
                         },
+                        false,
                     ))
                 }
             })
@@ -194,43 +222,36 @@ impl AgentTable {
             .collect()
     }
 
-    /// The agents this process heard whose status is `pending`/`active`
-    /// but whose last control message is older than `cutoff` (µs): the
-    /// candidates of the disconnect sweep, confirmed against the store by
-    /// [`AgentTable::mark_disconnected`].
-    pub fn stale(&self, cutoff: i64) -> Vec<String> {
+    /// Applies the disconnect sweep (run by whichever collector holds the
+    /// cluster jobs' lock) to the agents this process knows.
+    pub fn mark_disconnected(&self, marked: &[String]) {
         let set = self.current.load();
-        set.agents
-            .iter()
-            .filter(|a| {
-                let st = a.state.lock();
-                st.heard_here
-                    && matches!(st.record.status, AgentStatus::Pending | AgentStatus::Active)
-                    && st.record.last_control.unwrap_or(i64::MIN) < cutoff
-            })
-            .map(|a| a.id.to_string())
-            .collect()
-    }
-
-    /// Applies the sweep's result: `marked` are now `disconnected` in the
-    /// store; the other candidates were heard more recently by another
-    /// collector, which sweeps them from now on.
-    pub fn mark_disconnected(&self, candidates: &[String], marked: &[String]) {
-        let set = self.current.load();
-        let marked: std::collections::HashSet<&str> = marked.iter().map(String::as_str).collect();
-        for id in candidates {
+        for id in marked {
             let Some(i) = set.keys.index_of_id(id) else {
                 continue;
             };
             let a = &set.agents[i];
-            let mut st = a.state.lock();
-            if marked.contains(id.as_str()) {
-                st.record.status = AgentStatus::Disconnected;
-                tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
-            } else {
-                st.heard_here = false;
-            }
+            a.state.lock().record.status = AgentStatus::Disconnected;
+            tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
         }
+    }
+
+    /// Takes the receive counters that moved since the last call (of
+    /// agents whose counter epoch is the store's).
+    pub fn take_counters(&self) -> Vec<CounterRow> {
+        let set = self.current.load();
+        set.agents
+            .iter()
+            .filter(|a| a.counters_moved.swap(false, Ordering::AcqRel))
+            .filter_map(|a| {
+                let st = a.state.lock();
+                st.epoch_known.then(|| CounterRow {
+                    id: a.id.to_string(),
+                    epoch: st.record.recv_epoch,
+                    recv: st.record.recv,
+                })
+            })
+            .collect()
     }
 
     /// Takes the records of agents marked dirty since the last call, and
@@ -258,6 +279,10 @@ impl AgentTable {
                 let mut st = a.state.lock();
                 st.record.recv = None;
                 st.backwards_logged = false;
+                // The reset started a new epoch in the store: read it (and
+                // whatever another collector accepted since) first.
+                st.epoch_known = false;
+                st.sync_tried_at = 0;
                 drop(st);
                 a.mark_dirty();
                 true
@@ -304,7 +329,7 @@ pub fn apply_contact(
     aes_iv: Option<AesIv>,
     collector: &str,
 ) -> bool {
-    st.heard_here = true;
+    st.fresh_at = now;
     let r = &mut st.record;
     let mut changed = r.first_seen.is_none();
     r.first_seen.get_or_insert(now);

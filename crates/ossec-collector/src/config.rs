@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// This collector's name in `agents.collector` (which collector last heard each agent) and in logs [default: the host name].
     #[arg(long, env = "OSSEC_COLLECTOR_INSTANCE_NAME", value_name = "NAME")]
     pub instance_name: Option<String>,
+    /// With several collectors on one PostgreSQL store: an agent not heard by this collector within this many milliseconds has its receive counters read from the store before its message is accepted, so a message another collector accepted is a replay here too; counters are written for the others every half of it. 0: off (one collector) [default: 1000; always off with SQLite].
+    #[arg(long, env = "OSSEC_COLLECTOR_COUNTER_SYNC_MS", value_name = "MS")]
+    pub counter_sync_ms: Option<u64>,
     /// A PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, AWS NLB proxy protocol v2) starts every TCP connection (1514 and 1515): `off`, `v1`, `v2` or `any`; its address is the agent's [default: off].
     #[arg(
         long,
@@ -213,6 +216,8 @@ pub struct Settings {
     pub proxy: Option<crate::proxy::ProxySettings>,
     /// `--instance-name`.
     pub instance_name: String,
+    /// `--counter-sync-ms` (`None`: 0).
+    pub counter_sync: Option<Duration>,
 }
 
 /// Replacement of an agent whose name or IP a new enrollment asks for
@@ -282,6 +287,7 @@ impl Default for Settings {
             enroll: None,
             proxy: None,
             instance_name: hostname(),
+            counter_sync: Some(Duration::from_millis(1000)),
         }
     }
 }
@@ -479,6 +485,11 @@ impl ServeArgs {
             instance_name: pick!(instance_name)
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(hostname),
+            counter_sync: match pick!(counter_sync_ms) {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => d.counter_sync,
+            },
         };
         let mut s = s;
         use ossec_proto::proxy::Versions;

@@ -2,13 +2,19 @@
 //!
 //! Owns the decision chain: identify the agent, decrypt and verify, apply the
 //! replay check, classify, update the agent's state, and build the event row
-//! and the reply (`#!-agent ack `, `#pong`) in the agent's cipher, with the
-//! manager's persisted sender counter. The listeners do the I/O around it.
+//! and the reply (`#!-agent ack `, `#pong`) in the agent's cipher, with a
+//! sender counter that never goes back for that agent, across restarts and
+//! collectors (clocked, `SenderCounter::advance_at`). With several
+//! collectors on one store, an agent not heard here lately has its receive
+//! counters read from the store first ([`Ingest::receive`]), so a message
+//! another collector accepted is a replay here too. The listeners do the
+//! I/O around it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ossec_proto::codec::{identify, Identified, PONG};
 use ossec_proto::payload::{classify, Control, Payload, ACK};
@@ -16,8 +22,7 @@ use ossec_proto::{
     encode, AesIv, Cipher, Decoder, Header, Opened, RejectKind, ReplayVerdict, Sealing,
     SenderCounter,
 };
-use ossec_store::{AgentStatus, EventRow};
-use parking_lot::Mutex;
+use ossec_store::{AgentStatus, EventRow, Store};
 use rand::Rng;
 use tokio::sync::Notify;
 
@@ -48,17 +53,40 @@ pub struct Outcome {
     pub close: bool,
     /// TCP: the agent that bound itself to this connection.
     pub bound: Option<Arc<Agent>>,
+    /// The agent's counters must be read from the store before its
+    /// message is checked (handled inside [`Ingest::receive`]).
+    sync: Option<Arc<Agent>>,
 }
+
+/// Reading receive counters from the store before accepting a message from
+/// an agent this collector has not heard lately (`--counter-sync-ms`).
+pub struct CounterSync {
+    pub store: Store,
+    /// `--counter-sync-ms` in µs; `None`: only after a new key or a
+    /// counter reset (one collector on the store).
+    pub window_us: Option<i64>,
+}
+
+/// How long a counter read may take before the message is checked against
+/// this collector's own counters.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a failed read for an unknown epoch is retried.
+const EPOCH_RETRY_US: i64 = 1_000_000;
 
 /// Shared state of the ingest path.
 pub struct Ingest {
     pub table: Arc<AgentTable>,
     pub metrics: Arc<Metrics>,
     pub verify_counters: bool,
-    sender: Mutex<SenderCounter>,
-    sender_dirty: AtomicBool,
+    /// The sender counter's floor after a restart (above any persisted).
+    floor: SenderCounter,
+    /// The highest sender counter used (`global << 32 | local`), and the
+    /// one last persisted.
+    sent_max: AtomicU64,
+    sent_saved: AtomicU64,
     /// `--instance-name`, recorded as the agent's `collector`.
     pub instance: Arc<str>,
+    pub sync: Option<CounterSync>,
 }
 
 impl Ingest {
@@ -66,36 +94,105 @@ impl Ingest {
         table: Arc<AgentTable>,
         metrics: Arc<Metrics>,
         verify_counters: bool,
-        sender: SenderCounter,
+        floor: SenderCounter,
         instance: Arc<str>,
+        sync: Option<CounterSync>,
     ) -> Self {
         Ingest {
             table,
             metrics,
             verify_counters,
-            sender: Mutex::new(sender),
-            sender_dirty: AtomicBool::new(true),
+            floor,
+            sent_max: AtomicU64::new(0),
+            sent_saved: AtomicU64::new(0),
             instance,
+            sync,
         }
     }
 
-    /// The sender counter, if it changed since the last call (for persisting).
+    /// The highest sender counter used, if it rose since the last call
+    /// (for persisting: after a restart no reply goes below it even if the
+    /// clock went back).
     pub fn take_sender_counter(&self) -> Option<(u32, u32)> {
-        if self.sender_dirty.swap(false, Ordering::AcqRel) {
-            let c = *self.sender.lock();
-            Some((c.global, c.local))
-        } else {
-            None
+        let max = self.sent_max.load(Ordering::Acquire);
+        (self.sent_saved.fetch_max(max, Ordering::AcqRel) < max)
+            .then_some(((max >> 32) as u32, max as u32))
+    }
+
+    /// Handles one datagram or TCP frame payload received now: reads the
+    /// agent's counters from the store first when it needs to.
+    pub async fn receive(&self, wire: &[u8], origin: &Origin) -> Outcome {
+        let now = ossec_store::now_micros();
+        let mut out = self.handle(wire, origin, now, false);
+        if let Some(agent) = out.sync.take() {
+            self.sync_counters(&agent, now).await;
+            out = self.handle(wire, origin, now, true);
+        }
+        out
+    }
+
+    /// Reads the agent's stored counters and merges them with ours: the
+    /// newer epoch wins, within one epoch the newer counters.
+    async fn sync_counters(&self, agent: &Agent, now: i64) {
+        let Some(sync) = &self.sync else {
+            let mut st = agent.state.lock();
+            st.epoch_known = true;
+            st.fresh_at = now;
+            return;
+        };
+        let loaded = tokio::time::timeout(SYNC_TIMEOUT, sync.store.load_counters(&agent.id)).await;
+        let mut st = agent.state.lock();
+        st.sync_tried_at = now;
+        st.fresh_at = now;
+        match loaded {
+            Ok(Ok(row)) => {
+                self.metrics.counter_syncs.fetch_add(1, Ordering::Relaxed);
+                st.epoch_known = true;
+                let Some(row) = row else { return };
+                let r = &mut st.record;
+                if row.epoch > r.recv_epoch {
+                    r.recv_epoch = row.epoch;
+                    r.recv = row.recv;
+                } else if row.epoch == r.recv_epoch
+                    && ossec_proto::replay_verdict(r.recv, row.recv.unwrap_or_default())
+                        == ReplayVerdict::Accept
+                    && row.recv.is_some()
+                {
+                    r.recv = row.recv;
+                }
+            }
+            Ok(Err(e)) => {
+                drop(st);
+                self.metrics.counter_sync_error(&agent.id, &e);
+            }
+            Err(_) => {
+                drop(st);
+                self.metrics
+                    .counter_sync_error(&agent.id, &"no answer within 2 s");
+            }
         }
     }
 
-    /// Handles one datagram or TCP frame payload received at `now` (µs).
-    pub fn handle(&self, wire: &[u8], origin: &Origin, now: i64) -> Outcome {
+    /// Handles one message received at `now` (µs); `synced`: the agent's
+    /// counters were just read, do not ask again.
+    pub fn handle(&self, wire: &[u8], origin: &Origin, now: i64, synced: bool) -> Outcome {
         DECODER.with(|d| match d.try_borrow_mut() {
-            Ok(mut d) => self.handle_with(&mut d, wire, origin, now),
+            Ok(mut d) => self.handle_with(&mut d, wire, origin, now, synced),
             // Not reachable (no re-entrancy), but never panic on the hot path.
-            Err(_) => self.handle_with(&mut Decoder::new(), wire, origin, now),
+            Err(_) => self.handle_with(&mut Decoder::new(), wire, origin, now, synced),
         })
+    }
+
+    /// Whether the agent's counters must be read before its message is
+    /// checked: its epoch is unknown (new key, counter reset), or another
+    /// collector may have heard it since this one last did.
+    fn needs_sync(&self, st: &crate::agents::AgentState, now: i64) -> bool {
+        (!st.epoch_known && now - st.sync_tried_at >= EPOCH_RETRY_US)
+            || self
+                .sync
+                .as_ref()
+                .and_then(|s| s.window_us)
+                .is_some_and(|w| now - st.fresh_at > w)
     }
 
     fn handle_with(
@@ -104,10 +201,14 @@ impl Ingest {
         wire: &[u8],
         origin: &Origin,
         now: i64,
+        synced: bool,
     ) -> Outcome {
         let m = &self.metrics;
         let t = origin.transport;
-        m.received(t, wire.len());
+        if !synced {
+            // Counted once, not again when handled after a counter read.
+            m.received(t, wire.len());
+        }
         let set = self.table.current();
         let (index, sealed) = match identify(&set.keys, wire, Some(origin.peer.ip())) {
             Ok(Identified::Ping) => {
@@ -146,6 +247,13 @@ impl Ingest {
         };
         let counters = (opened.header.global_counter, opened.header.local_counter);
         let mut st = agent.state.lock();
+        if !synced && self.needs_sync(&st, now) {
+            drop(st);
+            return Outcome {
+                sync: Some(agent.clone()),
+                ..Default::default()
+            };
+        }
         let verdict = ossec_proto::replay_verdict(st.record.recv, counters);
         if self.verify_counters && verdict != ReplayVerdict::Accept {
             let stored = st.record.recv.unwrap_or_default();
@@ -234,9 +342,10 @@ impl Ingest {
                         }
                     }
                 }
+                let sent = c.wants_ack().then(|| self.next_sent(&mut st, now));
                 drop(st);
-                if c.wants_ack() {
-                    out.reply = Some(self.reply(&entry.agent_key, &opened, ACK));
+                if let Some(sent) = sent {
+                    out.reply = Some(self.reply(&entry.agent_key, &opened, sent, ACK));
                     m.acks_sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -245,6 +354,7 @@ impl Ingest {
                 m.rejected(r.kind, Some(&agent.id), origin.peer, t, &r.detail);
             }
         }
+        agent.mark_counters_moved();
         if dirty {
             agent.mark_dirty();
         } else {
@@ -253,16 +363,30 @@ impl Ingest {
         out
     }
 
+    /// The sender counter of the next reply to this agent: after the last
+    /// one it got from us, and not below the clock and the restart floor.
+    fn next_sent(&self, st: &mut crate::agents::AgentState, now: i64) -> (u32, u32) {
+        let c = st.sent.get_or_insert(self.floor);
+        let (g, l) = c.advance_at(now);
+        self.sent_max
+            .fetch_max(u64::from(g) << 32 | u64::from(l), Ordering::AcqRel);
+        (g, l)
+    }
+
     /// Seals a manager→agent message in the cipher and AES variant the agent used.
-    fn reply(&self, key: &ossec_proto::AgentKey, to: &Opened<'_>, payload: &[u8]) -> Vec<u8> {
+    fn reply(
+        &self,
+        key: &ossec_proto::AgentKey,
+        to: &Opened<'_>,
+        (global, local): (u32, u32),
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut rng = rand::thread_rng();
         let sealing = match (to.cipher, to.aes_iv) {
             (Cipher::Blowfish, _) => Sealing::Blowfish,
             (Cipher::Aes, Some(AesIv::RandomPrefix)) => Sealing::AesRandom(rng.gen()),
             (Cipher::Aes, _) => Sealing::AesFixed,
         };
-        let (global, local) = self.sender.lock().advance();
-        self.sender_dirty.store(true, Ordering::Release);
         let header = Header {
             rand: rng.gen(),
             global_counter: global,

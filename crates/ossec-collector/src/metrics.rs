@@ -145,6 +145,13 @@ pub struct Metrics {
     key_sync_gate: LogGate,
     proxy_rejects: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     proxy_gate: LogGate,
+    /// Agents whose counters were read from the store before a message
+    /// was accepted (`--counter-sync-ms`), and failed reads.
+    pub counter_syncs: AtomicU64,
+    pub counter_sync_errors: AtomicU64,
+    counter_sync_gate: LogGate,
+    /// Whether this collector holds the once-per-cluster jobs' lock.
+    pub jobs_leader: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -298,6 +305,19 @@ impl Metrics {
             tracing::warn!(
                 suppressed_since_last = suppressed,
                 "reading agent keys from the store failed, retrying: {err}"
+            );
+        }
+    }
+
+    /// A failed read of an agent's counters before accepting its message:
+    /// the message is checked against this collector's own counters only.
+    pub fn counter_sync_error(&self, agent: &str, err: &dyn std::fmt::Display) {
+        self.counter_sync_errors.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.counter_sync_gate.admit(now_s()) {
+            tracing::warn!(
+                agent,
+                suppressed_since_last = suppressed,
+                "reading the agent's receive counters from the store failed; checking its message against this collector's counters only: {err}"
             );
         }
     }
@@ -591,6 +611,36 @@ impl Metrics {
             s,
             "ossec_key_sync_errors_total {}",
             self.key_sync_errors.load(Relaxed)
+        );
+        head!(
+            "ossec_counter_syncs_total",
+            "counter",
+            "Agents whose receive counters were read from the store before accepting their message (not heard here within --counter-sync-ms)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_counter_syncs_total {}",
+            self.counter_syncs.load(Relaxed)
+        );
+        head!(
+            "ossec_counter_sync_errors_total",
+            "counter",
+            "Failed reads of an agent's receive counters (the message was checked against local counters only)."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_counter_sync_errors_total {}",
+            self.counter_sync_errors.load(Relaxed)
+        );
+        head!(
+            "ossec_cluster_jobs_leader",
+            "gauge",
+            "1 while this collector runs the once-per-cluster jobs (disconnect sweep, cleanup) under the store's advisory lock."
+        );
+        let _ = writeln!(
+            s,
+            "ossec_cluster_jobs_leader {}",
+            u8::from(self.jobs_leader.load(Relaxed))
         );
         head!(
             "ossec_proxy_header_rejected_total",

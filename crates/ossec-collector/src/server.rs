@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ossec_proto::SenderCounter;
-use ossec_store::Store;
+use ossec_store::{JobLock, Store};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -22,10 +22,10 @@ use crate::agents::AgentTable;
 use crate::config::Settings;
 use crate::enroll;
 use crate::http::{self, HttpState};
-use crate::ingest::Ingest;
+use crate::ingest::{CounterSync, Ingest};
 use crate::keysync::{self, KeySync};
 use crate::metrics::Metrics;
-use crate::writer::{StateWriter, Writer};
+use crate::writer::{CounterWriter, StateWriter, Writer};
 use crate::{tcp, udp};
 
 /// A running collector.
@@ -156,12 +156,22 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     metrics
         .agents_known
         .store(table.current().agents.len() as u64, Ordering::Relaxed);
+    // With one collector per file (SQLite) nobody else moves the counters:
+    // they are read only after a new key or a reset.
+    let counter_sync = match &store {
+        Store::Postgres(_) => s.counter_sync,
+        Store::Sqlite(_) => None,
+    };
     let ingest = Arc::new(Ingest::new(
         table.clone(),
         metrics.clone(),
         s.verify_counters,
         sender,
         s.instance_name.as_str().into(),
+        Some(CounterSync {
+            store: store.clone(),
+            window_us: counter_sync.map(|d| d.as_micros() as i64),
+        }),
     ));
     let (tx, rx) = mpsc::channel(s.queue_capacity);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -225,9 +235,25 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             metrics: metrics.clone(),
             disconnect_after: s.disconnect_after,
             resets_seen,
+            job_lock: JobLock::NotHeld,
+            jobs_run: 0,
         }
         .run(state_done_rx, give_up_rx),
     );
+    // The others read our counters every `--counter-sync-ms`: write them
+    // at twice that rate.
+    // (At shutdown the state writer's last write carries them too.)
+    if let Some(every) = counter_sync {
+        tasks.push(tokio::spawn(
+            CounterWriter {
+                store: store.clone(),
+                table: table.clone(),
+                metrics: metrics.clone(),
+                every: (every / 2).max(Duration::from_millis(50)),
+            }
+            .run(shutdown_rx.clone()),
+        ));
+    }
 
     let (reload, reload_rx) = mpsc::unbounded_channel();
     let keys_changed = Arc::new(Notify::new());

@@ -212,11 +212,9 @@ async fn connection(
         loop {
             match frame::check(&buf) {
                 Ok(FrameCheck::Complete(len)) => {
-                    let out = ingest.handle(
-                        &buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len],
-                        &origin,
-                        ossec_store::now_micros(),
-                    );
+                    let out = ingest
+                        .receive(&buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len], &origin)
+                        .await;
                     buf.advance(frame::LEN_PREFIX + len);
                     if let Some(a) = out.bound {
                         bound.push(a);

@@ -106,7 +106,7 @@ pub async fn serve(
             peer,
             conn: None,
         };
-        let out = ingest.handle(&buf[..n], &origin, ossec_store::now_micros());
+        let out = ingest.receive(&buf[..n], &origin).await;
         if let Some(ev) = out.event {
             // At shutdown, wait for room: what was received is stored.
             if closing {

@@ -9,15 +9,18 @@
 //! It ends when every sender of the queue is gone (shutdown), after writing
 //! what was queued.
 //!
-//! [`StateWriter`] runs beside it, once a second: the disconnect sweep,
-//! agent records marked dirty, the manager's sender counter and
-//! `agents reset-counters` requests. With thousands of agents its agent
-//! update is large, so it must not hold up event batches.
+//! [`StateWriter`] runs beside it, once a second: agent records marked
+//! dirty, the manager's sender counter, `agents reset-counters` requests,
+//! and, on the one collector that holds the store's jobs lock, the
+//! once-per-cluster jobs (the disconnect sweep, cleanup). With thousands
+//! of agents its agent update is large, so it must not hold up event
+//! batches. [`CounterWriter`] writes the receive counters that moved, for
+//! the other collectors on the store (`--counter-sync-ms`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossec_store::{EventRow, Store};
+use ossec_store::{CounterRow, EventRow, JobLock, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -113,6 +116,80 @@ async fn write_batch(
     }
 }
 
+impl StateWriter {
+    /// Takes or keeps the jobs lock, and runs the jobs while holding it.
+    /// The lock lives with a PostgreSQL session: when the collector that
+    /// holds it dies, another one takes it on its next tick.
+    async fn cluster_jobs(&mut self) {
+        let previous = std::mem::replace(&mut self.job_lock, JobLock::NotHeld);
+        let was = previous.is_held();
+        self.job_lock = self.store.job_lock(previous).await;
+        let held = self.job_lock.is_held();
+        if held != was && !matches!(self.job_lock, JobLock::Alone) {
+            if held {
+                tracing::info!(
+                    "this collector now runs the once-per-cluster jobs (disconnect sweep, cleanup)"
+                );
+            } else {
+                tracing::warn!("lost the cluster jobs lock (store connection closed); another collector takes them over");
+            }
+        }
+        self.metrics
+            .jobs_leader
+            .store(held, std::sync::atomic::Ordering::Relaxed);
+        if !held {
+            return;
+        }
+        let cutoff = ossec_store::now_micros() - self.disconnect_after.as_micros() as i64;
+        match self.store.sweep_disconnected(cutoff).await {
+            Ok(marked) => self.table.mark_disconnected(&marked),
+            Err(e) => self.metrics.store_error(&e),
+        }
+        if self.jobs_run.is_multiple_of(CLEANUP_EVERY) {
+            if let Err(e) = self.store.prune_counter_resets().await {
+                self.metrics.store_error(&e);
+            }
+        }
+        self.jobs_run += 1;
+    }
+}
+
+/// Writes the receive counters that moved, every half `--counter-sync-ms`,
+/// so that a collector that reads them before accepting an agent's message
+/// sees what this one accepted. A failed write is kept and retried (merged
+/// with newer counters) on the next tick.
+pub struct CounterWriter {
+    pub store: Store,
+    pub table: Arc<AgentTable>,
+    pub metrics: Arc<Metrics>,
+    pub every: Duration,
+}
+
+impl CounterWriter {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: std::collections::HashMap<String, CounterRow> = Default::default();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::shutdown::requested(&mut shutdown) => return,
+            }
+            for row in self.table.take_counters() {
+                pending.insert(row.id.clone(), row);
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            let rows: Vec<CounterRow> = pending.values().cloned().collect();
+            match self.store.save_counters(&rows).await {
+                Ok(_) => pending.clear(),
+                Err(e) => self.metrics.store_error(&e),
+            }
+        }
+    }
+}
+
 pub struct StateWriter {
     pub store: Store,
     pub table: Arc<AgentTable>,
@@ -122,7 +199,14 @@ pub struct StateWriter {
     pub disconnect_after: Duration,
     /// The newest `reset-counters` request already applied (Unix µs).
     pub resets_seen: Option<i64>,
+    /// The once-per-cluster jobs' lock, as last checked.
+    pub job_lock: JobLock,
+    /// Ticks on which this collector ran the jobs.
+    pub jobs_run: u64,
 }
+
+/// How many jobs ticks (seconds) between cleanups of old requests.
+const CLEANUP_EVERY: u64 = 60;
 
 impl StateWriter {
     /// Runs once a second until `done`, then writes the final state.
@@ -142,19 +226,11 @@ impl StateWriter {
         self.housekeeping(&give_up, true).await;
     }
 
-    /// Status sweep, counter-reset requests, changed agents (with
-    /// `touched_too` also those whose counters merely moved), sender counter.
+    /// Once-per-cluster jobs (if ours), counter-reset requests, changed
+    /// agents (with `touched_too` also those whose counters merely moved),
+    /// sender counter.
     async fn housekeeping(&mut self, give_up: &watch::Receiver<bool>, touched_too: bool) {
-        let cutoff = ossec_store::now_micros() - self.disconnect_after.as_micros() as i64;
-        let stale = self.table.stale(cutoff);
-        if !stale.is_empty() {
-            // Confirmed in the store: an agent that moved to another
-            // collector has a newer `last_control` there and stays as it is.
-            match self.store.mark_disconnected(&stale, cutoff).await {
-                Ok(marked) => self.table.mark_disconnected(&stale, &marked),
-                Err(e) => self.metrics.store_error(&e),
-            }
-        }
+        self.cluster_jobs().await;
         match self.store.counter_resets_since(self.resets_seen).await {
             Ok((ids, newest)) => {
                 self.resets_seen = newest;

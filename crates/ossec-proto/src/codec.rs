@@ -707,6 +707,31 @@ impl SenderCounter {
         self.local += 1;
         (self.global, self.local)
     }
+
+    /// Advances the counter, but never below the clock: global = Unix
+    /// seconds, local = the fraction of the second in 1..=9996 (about
+    /// 100 µs steps). Several managers (collector replicas) that share a
+    /// clock then hand an agent that moves between them ever-newer
+    /// counters, as long as none sends it more than ~10,000 replies a
+    /// second, and a restart never goes back.
+    pub fn advance_at(&mut self, unix_us: i64) -> (u32, u32) {
+        let next = self.advance();
+        let clock = Self::clock(unix_us);
+        if clock > next {
+            (self.global, self.local) = clock;
+            clock
+        } else {
+            next
+        }
+    }
+
+    /// The counter value the clock stands for at `unix_us`.
+    pub fn clock(unix_us: i64) -> (u32, u32) {
+        let us = unix_us.max(0);
+        let secs = (us / 1_000_000).min(i64::from(u32::MAX)) as u32;
+        let frac = (us % 1_000_000) as u32;
+        (secs, 1 + frac / 101)
+    }
 }
 
 /// What the receiver's counter check (§3.5) says about a message.
@@ -938,6 +963,36 @@ mod tests {
         let mut c = SenderCounter::new(5, 9996);
         assert_eq!(c.advance(), (5, 9997));
         assert_eq!(c.advance(), (6, 1));
+    }
+
+    #[test]
+    fn clocked_sender_counters_of_two_managers_interleave_in_order() {
+        // Two managers with one clock, replying to one agent in turns: the
+        // agent's check (§3.5) accepts every reply, whichever sent it, even
+        // when one of them is far behind in replies sent.
+        let (mut a, mut b) = (SenderCounter::new(0, 0), SenderCounter::new(0, 0));
+        let mut last = None;
+        let mut t = 1_800_000_000_000_000i64;
+        for i in 0..2_000 {
+            let c = if i % 3 == 0 { &mut b } else { &mut a };
+            let got = c.advance_at(t);
+            assert_eq!(
+                replay_verdict(last, got),
+                ReplayVerdict::Accept,
+                "reply {i}"
+            );
+            last = Some(got);
+            t += 250; // 4,000 replies a second
+        }
+        // The clock's local part stays within the 4 digits; a burst
+        // faster than the clock still counts up.
+        assert_eq!(SenderCounter::clock(1_999_999).1, 1 + 999_999 / 101);
+        let mut c = SenderCounter::new(0, 0);
+        let first = c.advance_at(5_000_000);
+        assert_eq!(first, (5, 1));
+        assert_eq!(c.advance_at(5_000_000), (5, 2));
+        // A clock that went back does not lower the counter.
+        assert_eq!(c.advance_at(1_000_000), (5, 3));
     }
 
     #[test]

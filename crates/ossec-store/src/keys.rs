@@ -150,6 +150,11 @@ const SQLITE_MAX_ID: &str = "SELECT max(v) FROM (\
 const UPSERT_AGENT: &str = "INSERT INTO agents (id, name, registered_ip, in_keys) VALUES ($1, $2, $3, TRUE) \
     ON CONFLICT (id) DO UPDATE SET name = excluded.name, registered_ip = excluded.registered_ip, in_keys = TRUE";
 
+/// A new key for an ID: its stored receive counters no longer apply, and
+/// a collector still holding the old ones (an older epoch) cannot write
+/// them back.
+const NEW_COUNTER_EPOCH: &str = "UPDATE agents SET recv_global = NULL, recv_local = NULL, recv_epoch = recv_epoch + 1 WHERE id = $1";
+
 /// Decodes a row selected with `PG_COLS` / `SQLITE_COLS`.
 macro_rules! decode_key {
     ($row:expr) => {{
@@ -324,6 +329,10 @@ impl Store {
                 if !write {
                     continue;
                 }
+                // A new key (or name) for the ID: the agent counts afresh.
+                let rekeyed = stored
+                    .get(&e.id)
+                    .is_none_or(|s| !s.is_active() || s.name != e.name || s.key != e.key);
                 let q = format!(
                     "INSERT INTO agent_keys (id, name, ip, key, groups, origin, rev) VALUES ($1, $2, $3, $4, '', 'file', $5) \
                      ON CONFLICT (id) DO UPDATE SET name = excluded.name, ip = excluded.ip, key = excluded.key, \
@@ -346,6 +355,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(sql("importing the keys file"))?;
+                if rekeyed {
+                    sqlx::query(NEW_COUNTER_EPOCH)
+                        .bind(&e.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("importing the keys file"))?;
+                }
                 if is_new {
                     report.added += 1;
                 } else {

@@ -10,6 +10,7 @@
 //! U+FFFD in place of the offending bytes and the exact bytes go to
 //! `message_raw` / `location_raw`; otherwise those columns are NULL.
 
+mod cluster;
 mod keys;
 mod time;
 
@@ -24,6 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+pub use cluster::{CounterRow, JobLock};
 pub use keys::{AddOutcome, Conflict, FileKey, Holder, ImportReport, KeyOrigin, NewKey, StoredKey};
 pub use time::{format_micros, now_micros, parse_micros};
 
@@ -140,6 +142,10 @@ pub struct AgentRecord {
     pub last_control: Option<i64>,
     /// Counters of the last accepted message.
     pub recv: Option<(u32, u32)>,
+    /// The counters' epoch: raised by `reset-counters` and by a new key
+    /// for the ID. Stored counters are only replaced by newer ones of the
+    /// same epoch or by any of a newer epoch.
+    pub recv_epoch: i64,
     /// The collector (`serve --instance-name`) that last heard the agent.
     pub collector: Option<String>,
 }
@@ -284,7 +290,7 @@ impl Store {
                 }
             }
             let pool = PgPoolOptions::new()
-                .max_connections(8)
+                .max_connections(10)
                 .acquire_timeout(CONNECT_TIMEOUT)
                 .connect_with(opts)
                 .await
@@ -438,14 +444,36 @@ impl Store {
             Store::Postgres(pool) => return save_agents_pg(pool, records).await,
             Store::Sqlite(pool) => pool,
         };
-        const Q: &str = "UPDATE agents SET status = ?2, version = ?3, os_name = ?4, os_platform = ?5, \
-            os_version = ?6, arch = ?7, hostname = ?8, uname = ?9, config_sum = ?10, merged_sum = ?11, \
-            labels = ?12, last_ip = ?13, transport = ?14, cipher = ?15, aes_iv = ?16, first_seen = ?17, \
-            last_seen = ?18, last_keepalive = ?19, last_control = ?20, recv_global = ?21, recv_local = ?22, \
-            collector = ?23 WHERE id = ?1";
+        // Several writers may hold different news of one agent (with
+        // PostgreSQL: several collectors). The newest contact wins the
+        // descriptive columns, the newest control message the status, and
+        // the counters only ever move forward within an epoch.
+        const Q: &str = "UPDATE agents SET \
+            status = CASE WHEN ?20 IS NOT NULL AND (last_control IS NULL OR ?20 > last_control) THEN ?2 ELSE status END, \
+            version = CASE WHEN ?99 THEN ?3 ELSE version END, os_name = CASE WHEN ?99 THEN ?4 ELSE os_name END, \
+            os_platform = CASE WHEN ?99 THEN ?5 ELSE os_platform END, os_version = CASE WHEN ?99 THEN ?6 ELSE os_version END, \
+            arch = CASE WHEN ?99 THEN ?7 ELSE arch END, hostname = CASE WHEN ?99 THEN ?8 ELSE hostname END, \
+            uname = CASE WHEN ?99 THEN ?9 ELSE uname END, config_sum = CASE WHEN ?99 THEN ?10 ELSE config_sum END, \
+            merged_sum = CASE WHEN ?99 THEN ?11 ELSE merged_sum END, labels = CASE WHEN ?99 THEN ?12 ELSE labels END, \
+            last_ip = CASE WHEN ?99 THEN ?13 ELSE last_ip END, transport = CASE WHEN ?99 THEN ?14 ELSE transport END, \
+            cipher = CASE WHEN ?99 THEN ?15 ELSE cipher END, aes_iv = CASE WHEN ?99 THEN ?16 ELSE aes_iv END, \
+            collector = CASE WHEN ?99 THEN ?23 ELSE collector END, \
+            first_seen = CASE WHEN first_seen IS NULL OR ?17 < first_seen THEN ?17 ELSE first_seen END, \
+            last_seen = max(coalesce(last_seen, ?18), coalesce(?18, last_seen)), \
+            last_keepalive = max(coalesce(last_keepalive, ?19), coalesce(?19, last_keepalive)), \
+            last_control = max(coalesce(last_control, ?20), coalesce(?20, last_control)), \
+            recv_global = CASE WHEN ?98 THEN ?21 ELSE recv_global END, \
+            recv_local = CASE WHEN ?98 THEN ?22 ELSE recv_local END, \
+            recv_epoch = CASE WHEN ?98 THEN ?24 ELSE recv_epoch END \
+            WHERE id = ?1";
+        static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let q = QUERY.get_or_init(|| {
+            Q.replace("?99", "(last_seen IS NULL OR ?18 >= last_seen)")
+                .replace("?98", SQLITE_COUNTERS_NEWER)
+        });
         let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
         for r in records {
-            sqlx::query(Q)
+            sqlx::query(q)
                 .bind(&r.id)
                 .bind(r.status.as_str())
                 .bind(&r.version)
@@ -469,52 +497,13 @@ impl Store {
                 .bind(r.recv.map(|c| i64::from(c.0)))
                 .bind(r.recv.map(|c| i64::from(c.1)))
                 .bind(&r.collector)
+                .bind(r.recv_epoch)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("saving agents"))?;
         }
         tx.commit().await.map_err(sql("saving agents"))?;
         Ok(())
-    }
-
-    /// The disconnect sweep, safe with several collectors: of `ids`, marks
-    /// `disconnected` those still `pending`/`active` in the store whose
-    /// stored last control message is older than `cutoff` (µs), and returns
-    /// them. One whose row another collector refreshed is left alone.
-    pub async fn mark_disconnected(&self, ids: &[String], cutoff: i64) -> Result<Vec<String>> {
-        match self {
-            Store::Postgres(pool) => sqlx::query_scalar(
-                "UPDATE agents SET status = 'disconnected' WHERE id = ANY($1) \
-                 AND status IN ('pending', 'active') \
-                 AND (last_control IS NULL OR last_control < 'epoch'::timestamptz + $2 * interval '1 microsecond') \
-                 RETURNING id",
-            )
-            .bind(ids)
-            .bind(cutoff)
-            .fetch_all(pool)
-            .await
-            .map_err(sql("marking agents disconnected")),
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
-                let mut marked = Vec::new();
-                let before = format_micros(cutoff);
-                for id in ids {
-                    let hit: Option<String> = sqlx::query_scalar(
-                        "UPDATE agents SET status = 'disconnected' WHERE id = ?1 \
-                         AND status IN ('pending', 'active') \
-                         AND (last_control IS NULL OR last_control < ?2) RETURNING id",
-                    )
-                    .bind(id)
-                    .bind(&before)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(sql("marking agents disconnected"))?;
-                    marked.extend(hit);
-                }
-                tx.commit().await.map_err(sql("marking agents disconnected"))?;
-                Ok(marked)
-            }
-        }
     }
 
     /// Loads every agent row (to restore counters and status at start).
@@ -524,7 +513,7 @@ impl Store {
             ($pool:expr, $ts:literal, $labels:literal) => {{
                 let q = format!(
                     "SELECT {COLS}, {labels} AS labels, last_ip, transport, cipher, aes_iv, {fs} AS first_seen, {ls} AS last_seen, \
-                     {lk} AS last_keepalive, {lc} AS last_control, recv_global, recv_local, collector FROM agents",
+                     {lk} AS last_keepalive, {lc} AS last_control, recv_global, recv_local, recv_epoch, collector FROM agents",
                     labels = $labels,
                     fs = format!($ts, "first_seen"),
                     ls = format!($ts, "last_seen"),
@@ -566,6 +555,7 @@ impl Store {
                                 (Some(g), Some(l)) => Some((g.clamp(0, u32::MAX as i64) as u32, l.clamp(0, u32::MAX as i64) as u32)),
                                 _ => None,
                             },
+                            recv_epoch: row.try_get("recv_epoch")?,
                             collector: row.try_get("collector")?,
                         })
                     })
@@ -588,7 +578,7 @@ impl Store {
     /// leaves a request that a running collector applies to its memory.
     /// Returns whether the agent exists.
     pub async fn reset_counters(&self, id: &str) -> Result<bool> {
-        const RESET: &str = "UPDATE agents SET recv_global = NULL, recv_local = NULL WHERE id = $1";
+        const RESET: &str = "UPDATE agents SET recv_global = NULL, recv_local = NULL, recv_epoch = recv_epoch + 1 WHERE id = $1";
         const REQUEST: &str =
             "INSERT INTO counter_resets (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO UPDATE SET requested_at = excluded.requested_at";
         macro_rules! run {
@@ -620,32 +610,18 @@ impl Store {
 
     /// The `reset-counters` requests made after `after` (Unix µs of the
     /// newest request already applied; `None`: all), and the newest request
-    /// time. Requests stay for an hour, so that every collector on the
-    /// store applies them; older ones are deleted here.
+    /// time. Requests stay for an hour (see
+    /// [`Store::prune_counter_resets`]), so that every collector on the
+    /// store applies them.
     pub async fn counter_resets_since(
         &self,
         after: Option<i64>,
     ) -> Result<(Vec<String>, Option<i64>)> {
         const PG_SELECT: &str = "SELECT agent_id, to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM counter_resets";
-        const PG_PRUNE: &str =
-            "DELETE FROM counter_resets WHERE requested_at < now() - interval '1 hour'";
         const SQLITE_SELECT: &str = "SELECT agent_id, requested_at FROM counter_resets";
-        const SQLITE_PRUNE: &str = "DELETE FROM counter_resets WHERE requested_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour')";
         let rows: Vec<(String, String)> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query(PG_PRUNE)
-                    .execute(pool)
-                    .await
-                    .map_err(sql("pruning counter reset requests"))?;
-                sqlx::query_as(PG_SELECT).fetch_all(pool).await
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(SQLITE_PRUNE)
-                    .execute(pool)
-                    .await
-                    .map_err(sql("pruning counter reset requests"))?;
-                sqlx::query_as(SQLITE_SELECT).fetch_all(pool).await
-            }
+            Store::Postgres(pool) => sqlx::query_as(PG_SELECT).fetch_all(pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(SQLITE_SELECT).fetch_all(pool).await,
         }
         .map_err(sql("reading counter reset requests"))?;
         let mut newest = after;
@@ -660,6 +636,25 @@ impl Store {
             newest = Some(newest.map_or(at, |n| n.max(at)));
         }
         Ok((ids, newest))
+    }
+
+    /// Deletes `reset-counters` requests older than an hour (a
+    /// once-per-cluster job). Returns how many.
+    pub async fn prune_counter_resets(&self) -> Result<u64> {
+        const PG_PRUNE: &str =
+            "DELETE FROM counter_resets WHERE requested_at < now() - interval '1 hour'";
+        const SQLITE_PRUNE: &str = "DELETE FROM counter_resets WHERE requested_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour')";
+        match self {
+            Store::Postgres(pool) => sqlx::query(PG_PRUNE)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Store::Sqlite(pool) => sqlx::query(SQLITE_PRUNE)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .map_err(sql("pruning counter reset requests"))
     }
 
     /// The persisted manager sender counter, if any.
@@ -730,6 +725,19 @@ impl Store {
     }
 }
 
+/// When a counter write (epoch ?24, counters ?21:?22) replaces the stored
+/// counters: a newer epoch, or the same epoch and newer counters.
+pub(crate) const SQLITE_COUNTERS_NEWER: &str =
+    "(?24 > recv_epoch OR (?24 = recv_epoch AND ?21 IS NOT NULL \
+    AND (recv_global IS NULL OR ?21 > recv_global OR (?21 = recv_global AND ?22 > recv_local))))";
+
+/// The PostgreSQL form of [`SQLITE_COUNTERS_NEWER`], for `a` (stored) and
+/// `u` (written).
+pub(crate) const PG_COUNTERS_NEWER: &str =
+    "(u.recv_epoch > a.recv_epoch OR (u.recv_epoch = a.recv_epoch \
+    AND u.recv_global IS NOT NULL AND (a.recv_global IS NULL \
+    OR (u.recv_global, u.recv_local) > (a.recv_global, a.recv_local))))";
+
 /// One `UPDATE … FROM UNNEST(…)` for all records: with thousands of agents
 /// reporting every second this is one statement instead of thousands.
 /// Timestamps go as integer microseconds (formatting them as text was a
@@ -738,23 +746,49 @@ async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
     fn col<T>(records: &[AgentRecord], f: impl Fn(&AgentRecord) -> T) -> Vec<T> {
         records.iter().map(f).collect()
     }
-    const Q: &str = "UPDATE agents AS a SET status = u.status, version = u.version, os_name = u.os_name, \
-        os_platform = u.os_platform, os_version = u.os_version, arch = u.arch, hostname = u.hostname, \
-        uname = u.uname, config_sum = u.config_sum, merged_sum = u.merged_sum, labels = u.labels::jsonb, \
-        last_ip = u.last_ip, transport = u.transport, cipher = u.cipher, aes_iv = u.aes_iv, \
-        first_seen = 'epoch'::timestamptz + u.first_seen * interval '1 microsecond', \
-        last_seen = 'epoch'::timestamptz + u.last_seen * interval '1 microsecond', \
-        last_keepalive = 'epoch'::timestamptz + u.last_keepalive * interval '1 microsecond', \
-        last_control = 'epoch'::timestamptz + u.last_control * interval '1 microsecond', \
-        recv_global = u.recv_global, recv_local = u.recv_local, collector = u.collector \
+    // As for SQLite: the newest contact wins the descriptive columns, the
+    // newest control message the status, counters only move forward.
+    const Q: &str = "UPDATE agents AS a SET \
+        status = CASE WHEN u.last_control IS NOT NULL AND (a.last_control IS NULL \
+            OR 'epoch'::timestamptz + u.last_control * interval '1 microsecond' > a.last_control) THEN u.status ELSE a.status END, \
+        version = CASE WHEN NEWER THEN u.version ELSE a.version END, \
+        os_name = CASE WHEN NEWER THEN u.os_name ELSE a.os_name END, \
+        os_platform = CASE WHEN NEWER THEN u.os_platform ELSE a.os_platform END, \
+        os_version = CASE WHEN NEWER THEN u.os_version ELSE a.os_version END, \
+        arch = CASE WHEN NEWER THEN u.arch ELSE a.arch END, \
+        hostname = CASE WHEN NEWER THEN u.hostname ELSE a.hostname END, \
+        uname = CASE WHEN NEWER THEN u.uname ELSE a.uname END, \
+        config_sum = CASE WHEN NEWER THEN u.config_sum ELSE a.config_sum END, \
+        merged_sum = CASE WHEN NEWER THEN u.merged_sum ELSE a.merged_sum END, \
+        labels = CASE WHEN NEWER THEN u.labels::jsonb ELSE a.labels END, \
+        last_ip = CASE WHEN NEWER THEN u.last_ip ELSE a.last_ip END, \
+        transport = CASE WHEN NEWER THEN u.transport ELSE a.transport END, \
+        cipher = CASE WHEN NEWER THEN u.cipher ELSE a.cipher END, \
+        aes_iv = CASE WHEN NEWER THEN u.aes_iv ELSE a.aes_iv END, \
+        collector = CASE WHEN NEWER THEN u.collector ELSE a.collector END, \
+        first_seen = LEAST(a.first_seen, 'epoch'::timestamptz + u.first_seen * interval '1 microsecond'), \
+        last_seen = GREATEST(a.last_seen, 'epoch'::timestamptz + u.last_seen * interval '1 microsecond'), \
+        last_keepalive = GREATEST(a.last_keepalive, 'epoch'::timestamptz + u.last_keepalive * interval '1 microsecond'), \
+        last_control = GREATEST(a.last_control, 'epoch'::timestamptz + u.last_control * interval '1 microsecond'), \
+        recv_global = CASE WHEN COUNTERS THEN u.recv_global ELSE a.recv_global END, \
+        recv_local = CASE WHEN COUNTERS THEN u.recv_local ELSE a.recv_local END, \
+        recv_epoch = CASE WHEN COUNTERS THEN u.recv_epoch ELSE a.recv_epoch END \
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
-                    $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], $23::text[]) \
+                    $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], $23::text[], $24::int8[]) \
              AS u(id, status, version, os_name, os_platform, os_version, arch, hostname, uname, config_sum, merged_sum, \
                   labels, last_ip, transport, cipher, aes_iv, first_seen, last_seen, last_keepalive, last_control, \
-                  recv_global, recv_local, collector) \
+                  recv_global, recv_local, collector, recv_epoch) \
         WHERE a.id = u.id";
-    sqlx::query(Q)
+    static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let q = QUERY.get_or_init(|| {
+        Q.replace(
+            "NEWER",
+            "(a.last_seen IS NULL OR 'epoch'::timestamptz + u.last_seen * interval '1 microsecond' >= a.last_seen)",
+        )
+        .replace("COUNTERS", PG_COUNTERS_NEWER)
+    });
+    sqlx::query(q)
         .bind(col(records, |r| r.id.clone()))
         .bind(col(records, |r| r.status.as_str().to_owned()))
         .bind(col(records, |r| r.version.clone()))
@@ -778,6 +812,7 @@ async fn save_agents_pg(pool: &PgPool, records: &[AgentRecord]) -> Result<()> {
         .bind(col(records, |r| r.recv.map(|c| i64::from(c.0))))
         .bind(col(records, |r| r.recv.map(|c| i64::from(c.1))))
         .bind(col(records, |r| r.collector.clone()))
+        .bind(col(records, |r| r.recv_epoch))
         .execute(pool)
         .await
         .map_err(sql("saving agents"))?;
