@@ -102,15 +102,21 @@ pub fn lock_sqlite(database_url: &str) -> anyhow::Result<Option<std::fs::File>> 
     Ok(Some(lock))
 }
 
-/// The manager's sender counter after a (re)start: never below what was
-/// persisted (+1 global, to skip replies sent after the last save) and at
-/// least the Unix time, so OSSEC agents that check counters accept replies.
-pub fn initial_sender_counter(stored: Option<(u32, u32)>, unix_now: u32) -> SenderCounter {
-    let global = match stored {
-        Some((g, _)) => g.saturating_add(1).max(unix_now),
-        None => unix_now,
-    };
-    SenderCounter::new(global, 0)
+/// The floor of the manager's sender counter after a (re)start. Replies
+/// are clocked (`SenderCounter::advance_at`: never below the Unix time),
+/// so with a clock that moved forward the floor is the clock itself, as on
+/// every other collector of the store: one second ahead would make this
+/// collector's replies look newer than another's for a second, and an
+/// agent moving to that one would drop its replies. Only when the
+/// persisted counter (the highest sent, saved every second) is not behind
+/// the clock (the clock went back) does the floor jump one second past it,
+/// over the replies sent after the last save.
+pub fn initial_sender_counter(stored: Option<(u32, u32)>, unix_now_us: i64) -> SenderCounter {
+    let clock = SenderCounter::clock(unix_now_us);
+    match stored {
+        Some((g, l)) if (g, l) >= clock => SenderCounter::new(g.saturating_add(1), 0),
+        _ => SenderCounter::new(clock.0, clock.1),
+    }
 }
 
 /// Raises the soft open-files limit to the hard limit (thousands of agents).
@@ -150,8 +156,10 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     let mirror = keysync::load(&store).await?;
     let stored = store.load_agents().await?;
     let table = Arc::new(AgentTable::new(mirror.key_set(), stored));
-    let unix_now = (ossec_store::now_micros() / 1_000_000).clamp(0, u32::MAX as i64) as u32;
-    let sender = initial_sender_counter(store.load_sender_counter().await?, unix_now);
+    let sender = initial_sender_counter(
+        store.load_sender_counter().await?,
+        ossec_store::now_micros(),
+    );
     let metrics = Metrics::new();
     metrics
         .agents_known
@@ -450,18 +458,14 @@ mod tests {
 
     #[test]
     fn sender_counter_survives_restarts_and_clock() {
-        assert_eq!(
-            initial_sender_counter(None, 1_800_000_000).global,
-            1_800_000_000
-        );
-        assert_eq!(
-            initial_sender_counter(Some((5, 9)), 1_800_000_000).global,
-            1_800_000_000
-        );
-        // Counter ahead of the clock (many wraps): it still moves forward.
-        assert_eq!(
-            initial_sender_counter(Some((1_900_000_000, 9)), 1_800_000_000).global,
-            1_900_000_001
-        );
+        let now = 1_800_000_000_500_000; // half a second into 1_800_000_000
+        let c = initial_sender_counter(None, now);
+        assert_eq!((c.global, c.local), SenderCounter::clock(now));
+        // Saved earlier in the same second: the clock is the floor.
+        let c = initial_sender_counter(Some((1_800_000_000, 9)), now);
+        assert_eq!((c.global, c.local), SenderCounter::clock(now));
+        // Counter ahead of the clock (the clock went back): one second past it.
+        let c = initial_sender_counter(Some((1_900_000_000, 9)), now);
+        assert_eq!((c.global, c.local), (1_900_000_001, 0));
     }
 }

@@ -290,3 +290,81 @@ async fn stored_counters_only_move_forward_within_an_epoch() {
         store.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_or_removed_in_the_store_reaches_every_collector_within_2s() {
+    use ossec_store::{AddOutcome, KeyOrigin, NewKey, Store};
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = start(KEY, &db, |s| s.instance_name = Some("a".into())).await;
+    let b = start(KEY, &db, |s| s.instance_name = Some("b".into())).await;
+    // `agents add` from an operator's shell: its own store connection.
+    let admin = Store::connect(&db.url).await.unwrap();
+    let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let added = match admin
+        .add_key(
+            &NewKey {
+                name: "newcomer".into(),
+                ip: "any".into(),
+                key: hex.into(),
+                groups: Vec::new(),
+                origin: KeyOrigin::Cli,
+            },
+            |_, _| false,
+        )
+        .await
+        .unwrap()
+    {
+        AddOutcome::Added { key, .. } => key,
+        AddOutcome::Refused(c) => panic!("refused: {c:?}"),
+    };
+    let line = format!("{} newcomer any {hex}\n", added.id);
+    let mut local = 0;
+    let startup = |local: u32| {
+        encode(
+            &agent_key(&line, &added.id),
+            Sealing::AesFixed,
+            Some(&added.id),
+            Header {
+                rand: 1,
+                global_counter: 0,
+                local_counter: local,
+            },
+            b"#!-agent startup ",
+        )
+        .unwrap()
+    };
+    let t0 = Instant::now();
+    for (name, c) in [("a", &a), ("b", &b)] {
+        loop {
+            local += 1;
+            if replied(c.addr, &startup(local)).await {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "{name} never saw the new key"
+            );
+        }
+    }
+    eprintln!(
+        "new key ACKed by both collectors {:?} after it was added",
+        t0.elapsed()
+    );
+    assert!(admin.remove_key(&added.id).await.unwrap().is_some());
+    let t1 = Instant::now();
+    for (name, c) in [("a", &a), ("b", &b)] {
+        loop {
+            local += 1;
+            if !replied(c.addr, &startup(local)).await {
+                break;
+            }
+            assert!(
+                t1.elapsed() < Duration::from_secs(2),
+                "{name} still accepts a removed key"
+            );
+        }
+    }
+    admin.close().await;
+    a.running.shutdown().await.unwrap();
+    b.running.shutdown().await.unwrap();
+}
