@@ -97,7 +97,7 @@ start_haproxy() {
     # deploy/haproxy.cfg with local addresses: no Docker DNS, health checks
     # every 500 ms (the shipped 2 s would dominate the failover time).
     sed -e '/^resolvers docker/,/^$/d' -e 's/ resolvers docker init-addr libc,none//' \
-        -e 's/ check port 9514 inter 2s/ inter 500ms/' \
+        -e 's/ check port 9514 inter 2s/ inter 500ms/' -e 's/maxconn 100000/maxconn 4000/' \
         -e "s/bind :1514/bind 127.0.0.1:$HAP_PORT/" -e "s/bind :1515/bind 127.0.0.1:$enroll/" \
         -e '/^    server collector-/d' "$ROOT/deploy/haproxy.cfg" \
         | awk -v s="$servers" '{print} /^backend collectors/{b=1} b && /default-server/{printf "%s", s; b=0}' \
