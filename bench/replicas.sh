@@ -18,7 +18,10 @@
 # of the collectors and of HAProxy per event. HAProxy's config is made from
 # deploy/haproxy.cfg (addresses replaced), so the shipped file is what runs.
 # Results: target/bench/replicas-<time>/ (JSON per case, logs) and a table
-# on stdout. Needs haproxy, psql, createdb, dropdb, jq, curl.
+# on stdout. BENCH_SIM_ARGS (environment) is appended to every simulator
+# command, e.g. BENCH_SIM_ARGS="--preseal 2000000" to seal the events before
+# the run so that the simulator takes almost no CPU during it.
+# Needs haproxy, psql, createdb, dropdb, jq, curl, bc.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -124,7 +127,7 @@ new_db() {
 # run_sim CASE SERVER -> $OUT/CASE.json
 run_sim() {
     "$SIM" --server "$2" --keys "$OUT/client.keys" --agents "$AGENTS" --transport tcp \
-        --eps "$EPS" --duration "$DURATION" --keepalive 1 >"$OUT/$1.json" 2>"$OUT/$1.sim.log"
+        --eps "$EPS" --duration "$DURATION" --keepalive 1 ${BENCH_SIM_ARGS:-} >"$OUT/$1.json" 2>"$OUT/$1.sim.log"
 }
 
 wait_drained() { # until the row count stops moving for 2 s
@@ -193,6 +196,11 @@ start_collector b "$db" 1
 start_haproxy "$PORT_a:$MET_a" "$PORT_b:$MET_b"
 run_sim failover "127.0.0.1:$HAP_PORT" &
 SIM_PID=$!
+# Half way through the sending (after any pre-sealing, once A has agents).
+for _ in $(seq 1 1200); do
+    [ "$(psql -qtAX -d "$db" -c "SELECT count(*) FROM agents WHERE collector = 'a'")" -gt 0 ] && break
+    sleep 0.1
+done
 sleep "$((DURATION / 2))"
 on_a=$(psql -qtAX -d "$db" -c "SELECT string_agg(quote_literal(id), ',') FROM agents WHERE collector = 'a'")
 kill -9 "$PID_a"
