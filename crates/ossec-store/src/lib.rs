@@ -364,70 +364,52 @@ impl Store {
 
     /// Writes a batch of events in one transaction (one COPY for PostgreSQL).
     pub async fn insert_events(&self, rows: &[EventRow]) -> Result<()> {
-        if rows.is_empty() {
+        self.insert_events_at(rows, None).await
+    }
+
+    /// Writes a batch of events and, in the same transaction, the spool
+    /// position they end at (`spool_progress`): after a crash the spool is
+    /// read again from the committed position, so every event is stored
+    /// exactly once whenever the process died.
+    pub async fn insert_events_at(
+        &self,
+        rows: &[EventRow],
+        progress: Option<&SpoolProgress>,
+    ) -> Result<()> {
+        const PROGRESS: &str = "INSERT INTO spool_progress (spool_id, segment, byte_offset) VALUES ($1, $2, $3) \
+            ON CONFLICT (spool_id) DO UPDATE SET segment = excluded.segment, byte_offset = excluded.byte_offset, \
+            updated_at = excluded.updated_at";
+        if rows.is_empty() && progress.is_none() {
             return Ok(());
         }
         match self {
             Store::Postgres(pool) => {
-                let mut conn = pool
-                    .acquire()
-                    .await
-                    .map_err(sql("acquiring a connection"))?;
-                let mut copy = conn
-                    .copy_in_raw(COPY_EVENTS)
-                    .await
-                    .map_err(sql("starting COPY"))?;
-                // One chunk and the row that crosses its end (grown if a row
-                // is larger).
-                let mut buf = Vec::with_capacity(2 * COPY_CHUNK);
-                buf.extend_from_slice(COPY_BINARY_HEADER);
-                let mut sent = Ok(());
-                for (i, r) in rows.iter().enumerate() {
-                    copy_row(r, &mut buf);
-                    if i + 1 == rows.len() {
-                        copy_trailer(&mut buf);
-                    }
-                    if buf.len() >= COPY_CHUNK || i + 1 == rows.len() {
-                        sent = copy.send(buf.as_slice()).await.map(|_| ());
-                        if sent.is_err() {
-                            break;
-                        }
-                        buf.clear();
-                    }
+                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
+                if !rows.is_empty() {
+                    copy_events(&mut tx, rows).await?;
                 }
-                if let Err(e) = sent {
-                    let _ = copy.abort("send failed").await;
-                    return Err(StoreError::Sql {
-                        what: "sending COPY data",
-                        cause: e,
-                    });
+                if let Some(p) = progress {
+                    sqlx::query(PROGRESS)
+                        .bind(&p.spool_id)
+                        .bind(p.segment)
+                        .bind(p.offset)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving the spool position"))?;
                 }
-                copy.finish().await.map_err(sql("finishing COPY"))?;
+                tx.commit().await.map_err(sql("committing events"))?;
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
-                for r in rows {
-                    let (location, location_raw) = text_and_raw(&r.location);
-                    let (message, message_raw) = text_and_raw(&r.message);
-                    sqlx::query(
-                        "INSERT INTO events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(format_micros(r.received_at))
-                    .bind(&*r.agent_id)
-                    .bind(&*r.agent_name)
-                    .bind(r.source_ip.to_string())
-                    .bind(r.transport)
-                    .bind(String::from_utf8_lossy(&[r.queue]).into_owned())
-                    .bind(r.queue_name)
-                    .bind(&*location)
-                    .bind(&*message)
-                    .bind(message_raw)
-                    .bind(location_raw)
-                    .bind(i64::from(r.global_counter))
-                    .bind(i64::from(r.local_counter))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("inserting events"))?;
+                insert_events_sqlite(&mut tx, rows).await?;
+                if let Some(p) = progress {
+                    sqlx::query(PROGRESS)
+                        .bind(&p.spool_id)
+                        .bind(p.segment)
+                        .bind(p.offset)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving the spool position"))?;
                 }
                 tx.commit().await.map_err(sql("committing events"))?;
             }
@@ -435,6 +417,90 @@ impl Store {
         Ok(())
     }
 
+    /// The committed position of a spool (`None`: nothing committed yet).
+    pub async fn spool_progress(&self, spool_id: &str) -> Result<Option<(i64, i64)>> {
+        const Q: &str = "SELECT segment, byte_offset FROM spool_progress WHERE spool_id = $1";
+        match self {
+            Store::Postgres(pool) => sqlx::query_as(Q).bind(spool_id).fetch_optional(pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(Q).bind(spool_id).fetch_optional(pool).await,
+        }
+        .map_err(sql("reading the spool position"))
+    }
+}
+
+/// Where a spool's events are committed up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolProgress {
+    pub spool_id: String,
+    pub segment: i64,
+    pub offset: i64,
+}
+
+/// The rows of one batch as one binary COPY on `conn` (inside the caller's
+/// transaction).
+async fn copy_events(conn: &mut sqlx::PgConnection, rows: &[EventRow]) -> Result<()> {
+    let mut copy = conn
+        .copy_in_raw(COPY_EVENTS)
+        .await
+        .map_err(sql("starting COPY"))?;
+    // One chunk and the row that crosses its end (grown if a row
+    // is larger).
+    let mut buf = Vec::with_capacity(2 * COPY_CHUNK);
+    buf.extend_from_slice(COPY_BINARY_HEADER);
+    let mut sent = Ok(());
+    for (i, r) in rows.iter().enumerate() {
+        copy_row(r, &mut buf);
+        if i + 1 == rows.len() {
+            copy_trailer(&mut buf);
+        }
+        if buf.len() >= COPY_CHUNK || i + 1 == rows.len() {
+            sent = copy.send(buf.as_slice()).await.map(|_| ());
+            if sent.is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    }
+    if let Err(e) = sent {
+        let _ = copy.abort("send failed").await;
+        return Err(StoreError::Sql {
+            what: "sending COPY data",
+            cause: e,
+        });
+    }
+    copy.finish().await.map_err(sql("finishing COPY"))?;
+    Ok(())
+}
+
+/// The rows of one batch as INSERTs inside the caller's SQLite transaction.
+async fn insert_events_sqlite(conn: &mut sqlx::SqliteConnection, rows: &[EventRow]) -> Result<()> {
+    for r in rows {
+        let (location, location_raw) = text_and_raw(&r.location);
+        let (message, message_raw) = text_and_raw(&r.message);
+        sqlx::query(
+            "INSERT INTO events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(format_micros(r.received_at))
+        .bind(&*r.agent_id)
+        .bind(&*r.agent_name)
+        .bind(r.source_ip.to_string())
+        .bind(r.transport)
+        .bind(String::from_utf8_lossy(&[r.queue]).into_owned())
+        .bind(r.queue_name)
+        .bind(&*location)
+        .bind(&*message)
+        .bind(message_raw)
+        .bind(location_raw)
+        .bind(i64::from(r.global_counter))
+        .bind(i64::from(r.local_counter))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("inserting events"))?;
+    }
+    Ok(())
+}
+
+impl Store {
     /// Saves what the collector learnt about agents (one transaction).
     pub async fn save_agents(&self, records: &[AgentRecord]) -> Result<()> {
         if records.is_empty() {
