@@ -59,6 +59,9 @@ pub struct Agent {
     /// Set when the receive counters moved since the last counter write
     /// (written every half `--counter-sync-ms` for the other collectors).
     pub counters_moved: AtomicBool,
+    /// Set when a control message moved the counters since the last spool
+    /// sync (events carry their counters into the spool themselves).
+    pub spool_moved: AtomicBool,
 }
 
 impl Agent {
@@ -74,6 +77,7 @@ impl Agent {
             dirty: AtomicBool::new(false),
             touched: AtomicBool::new(false),
             counters_moved: AtomicBool::new(false),
+            spool_moved: AtomicBool::new(false),
         }
     }
 
@@ -234,6 +238,44 @@ impl AgentTable {
             a.state.lock().record.status = AgentStatus::Disconnected;
             tracing::info!(agent = %a.id, name = %a.name, "agent disconnected: no keepalive within --disconnect-after");
         }
+    }
+
+    /// The counters that control messages moved since the last call, for
+    /// the spool.
+    pub fn take_spool_counters(&self) -> Vec<(Arc<str>, (u32, u32))> {
+        let set = self.current.load();
+        set.agents
+            .iter()
+            .filter(|a| a.spool_moved.swap(false, Ordering::AcqRel))
+            .filter_map(|a| a.state.lock().record.recv.map(|c| (a.id.clone(), c)))
+            .collect()
+    }
+
+    /// Raises receive counters to those recovered from the spool (what was
+    /// accepted before a crash but may not be in the store). Returns how
+    /// many agents moved.
+    pub fn raise_counters(
+        &self,
+        recovered: &std::collections::HashMap<String, (u32, u32)>,
+    ) -> usize {
+        let set = self.current.load();
+        let mut n = 0;
+        for (id, c) in recovered {
+            let Some(i) = set.keys.index_of_id(id) else {
+                continue;
+            };
+            let a = &set.agents[i];
+            let mut st = a.state.lock();
+            if ossec_proto::replay_verdict(st.record.recv, *c) == ossec_proto::ReplayVerdict::Accept
+            {
+                st.record.recv = Some(*c);
+                drop(st);
+                a.mark_counters_moved();
+                a.mark_touched();
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Takes the receive counters that moved since the last call (of

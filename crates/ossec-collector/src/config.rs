@@ -23,6 +23,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `serve` does when the disk spool is full (Vector's terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// TCP reads pause until there is room (agents buffer); UDP datagrams
+    /// are dropped and counted (`spool_full`).
+    #[default]
+    Block,
+    /// New events are dropped and counted (`spool_full`).
+    DropNewest,
+}
+
 /// The flags of `serve`. Every one is optional here so that the file and
 /// the defaults can fill what flags and environment left unset; the default
 /// of each is given in its help text.
@@ -115,6 +127,22 @@ pub struct ServeArgs {
     /// With several collectors on one PostgreSQL store: an agent not heard by this collector within this many milliseconds has its receive counters read from the store before its message is accepted, so a message another collector accepted is a replay here too; counters are written for the others every half of it. 0: off (one collector) [default: 1000; always off with SQLite].
     #[arg(long, env = "OSSEC_COLLECTOR_COUNTER_SYNC_MS", value_name = "MS")]
     pub counter_sync_ms: Option<u64>,
+    /// Directory of the disk spool between ingest and the store: a received event is kept there until the store has committed it, so a store outage or a crash loses nothing; `off` keeps events in memory only (lost on a crash or a long outage) [default: `spool/` next to the SQLite file, or in the working directory for PostgreSQL].
+    #[arg(long, env = "OSSEC_COLLECTOR_SPOOL_DIR", value_name = "DIR|off")]
+    pub spool_dir: Option<String>,
+    /// Milliseconds between fsyncs of the spool (group commit): the most a power cut can lose [default: 200].
+    #[arg(long, env = "OSSEC_COLLECTOR_SPOOL_FSYNC_MS", value_name = "MS")]
+    pub spool_fsync_ms: Option<u64>,
+    /// Most bytes the spool may hold [default: 1073741824 (1 GiB)].
+    #[arg(long, env = "OSSEC_COLLECTOR_SPOOL_MAX_BYTES", value_name = "BYTES")]
+    pub spool_max_bytes: Option<u64>,
+    /// When the spool is full: `block` (TCP reads pause, UDP datagrams are dropped and counted) or `drop-newest` (new events are dropped and counted) [default: block].
+    #[arg(
+        long,
+        env = "OSSEC_COLLECTOR_SPOOL_WHEN_FULL",
+        value_name = "block|drop-newest"
+    )]
+    pub spool_when_full: Option<WhenFull>,
     /// A PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, AWS NLB proxy protocol v2) starts every TCP connection (1514 and 1515): `off`, `v1`, `v2` or `any`; its address is the agent's [default: off].
     #[arg(
         long,
@@ -218,6 +246,29 @@ pub struct Settings {
     pub instance_name: String,
     /// `--counter-sync-ms` (`None`: 0).
     pub counter_sync: Option<Duration>,
+    /// The disk spool, unless `--spool-dir off`.
+    pub spool: Option<SpoolSettings>,
+}
+
+impl Settings {
+    /// The spool's defaults (its directory: `spool` in the working directory).
+    pub fn default_spool() -> SpoolSettings {
+        SpoolSettings {
+            dir: PathBuf::from("spool"),
+            fsync: Duration::from_millis(200),
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// `--spool-dir` and its companions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub fsync: Duration,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
 }
 
 /// Replacement of an agent whose name or IP a new enrollment asks for
@@ -288,6 +339,7 @@ impl Default for Settings {
             proxy: None,
             instance_name: hostname(),
             counter_sync: Some(Duration::from_millis(1000)),
+            spool: Some(Settings::default_spool()),
         }
     }
 }
@@ -490,8 +542,32 @@ impl ServeArgs {
                 Some(ms) => Some(Duration::from_millis(ms)),
                 None => d.counter_sync,
             },
+            spool: None,
         };
         let mut s = s;
+        let spool_default = Settings::default_spool();
+        s.spool = match pick!(spool_dir).as_deref().map(str::trim) {
+            Some("off") => None,
+            Some("") => {
+                return Err(ConfigError::Invalid(
+                    "--spool-dir: give a directory, or `off` for the memory-only queue".into(),
+                ))
+            }
+            dir => Some(SpoolSettings {
+                dir: match dir {
+                    Some(d) => PathBuf::from(d),
+                    // Next to the SQLite file; the working directory for PostgreSQL.
+                    None => store_dir(&s.database_url).join("spool"),
+                },
+                fsync: Duration::from_millis(
+                    pick!(spool_fsync_ms)
+                        .unwrap_or(spool_default.fsync.as_millis() as u64)
+                        .clamp(1, 60_000),
+                ),
+                max_bytes: pick!(spool_max_bytes).unwrap_or(spool_default.max_bytes),
+                when_full: pick!(spool_when_full).unwrap_or(spool_default.when_full),
+            }),
+        };
         use ossec_proto::proxy::Versions;
         let versions = match pick!(proxy_protocol).as_deref() {
             None | Some("off") | Some("") => None,

@@ -1,8 +1,11 @@
 //! The operator endpoint: Prometheus `/metrics` and `/health`.
 //!
 //! Owns a deliberately tiny HTTP/1.1 responder (GET only, one request per
-//! connection, bounded request size and time). `/health` answers 200 only
-//! when the listeners are bound and the store accepts a write.
+//! connection, bounded request size and time). `/health` answers 200 while
+//! the collector accepts events — the listeners are bound and the store
+//! takes writes, or (with the disk spool) the spool takes them while the
+//! store is away (`"status":"degraded"`) — and 503 when it cannot; its
+//! body is JSON naming the state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -74,26 +77,8 @@ async fn respond(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()
             ("200 OK", "text/plain; version=0.0.4", body)
         }
         ("GET", "/health") => {
-            let store =
-                tokio::time::timeout(Duration::from_secs(3), state.store.check_writable()).await;
-            match (state.ready.load(Ordering::Relaxed), store) {
-                (true, Ok(Ok(()))) => ("200 OK", "text/plain", "ok\n".to_owned()),
-                (false, _) => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "listeners not bound\n".to_owned(),
-                ),
-                (_, Ok(Err(e))) => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    format!("store does not accept writes: {e}\n"),
-                ),
-                (_, Err(_)) => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "store write timed out\n".to_owned(),
-                ),
-            }
+            let (code, body) = health(state).await;
+            (code, "application/json", body)
         }
         ("GET", _) => (
             "404 Not Found",
@@ -113,4 +98,60 @@ async fn respond(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `/health`: the status code and the JSON body.
+async fn health(state: &HttpState) -> (&'static str, String) {
+    let store =
+        match tokio::time::timeout(Duration::from_secs(3), state.store.check_writable()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("store does not accept writes: {e}")),
+            Err(_) => Err("store write timed out".to_owned()),
+        };
+    let spool = state.metrics.spool.read().clone();
+    let ready = state.ready.load(Ordering::Relaxed);
+    let mut body = serde_json::Map::new();
+    let (code, status, reason) = match (&store, &spool) {
+        _ if !ready => (
+            "503 Service Unavailable",
+            "down",
+            Some("listeners not bound".to_owned()),
+        ),
+        (_, Some(sp)) if sp.full.load(Ordering::Relaxed) => (
+            "503 Service Unavailable",
+            "down",
+            Some("the spool does not accept events (full or failing disk)".to_owned()),
+        ),
+        (Ok(()), _) => ("200 OK", "ok", None),
+        // The spool keeps what arrives: keep sending agents here.
+        (Err(e), Some(_)) => ("200 OK", "degraded", Some(e.clone())),
+        (Err(e), None) => ("503 Service Unavailable", "down", Some(e.clone())),
+    };
+    body.insert("status".into(), status.into());
+    body.insert(
+        "store".into(),
+        if store.is_ok() { "up" } else { "down" }.into(),
+    );
+    if let Some(sp) = &spool {
+        let oldest = sp.oldest_us.load(Ordering::Relaxed);
+        let age = if oldest > 0 {
+            (ossec_store::now_micros() - oldest).max(0) as f64 / 1e6
+        } else {
+            0.0
+        };
+        body.insert(
+            "spool_bytes".into(),
+            sp.bytes.load(Ordering::Relaxed).into(),
+        );
+        body.insert(
+            "spool_oldest_age_s".into(),
+            ((age * 1000.0).round() / 1000.0).into(),
+        );
+    }
+    if let Some(r) = reason {
+        body.insert("reason".into(), r.into());
+    }
+    let mut text = serde_json::Value::Object(body).to_string();
+    text.push('\n');
+    (code, text)
 }

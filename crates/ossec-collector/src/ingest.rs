@@ -309,6 +309,7 @@ impl Ingest {
             }
             Ok(Payload::Control(c)) => {
                 dirty = true;
+                agent.spool_moved.store(true, Ordering::Release);
                 m.control(c.name());
                 let r = &mut st.record;
                 r.last_control = Some(now);

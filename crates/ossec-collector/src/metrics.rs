@@ -152,6 +152,16 @@ pub struct Metrics {
     counter_sync_gate: LogGate,
     /// Whether this collector holds the once-per-cluster jobs' lock.
     pub jobs_leader: std::sync::atomic::AtomicBool,
+    /// Events dropped because the spool refused them (full, or a failing
+    /// disk): UDP with `--spool-when-full block`, everything with
+    /// `drop-newest`.
+    events_dropped_spool_full: AtomicU64,
+    spool_gate: LogGate,
+    /// 0 after a failed store write until the next one succeeds.
+    store_down: std::sync::atomic::AtomicBool,
+    store_down_gate: LogGate,
+    /// The spool's figures, when there is one.
+    pub spool: parking_lot::RwLock<Option<Arc<crate::spool::SpoolStats>>>,
 }
 
 impl Metrics {
@@ -224,7 +234,66 @@ impl Metrics {
     }
 
     pub fn dropped_total(&self) -> u64 {
-        self.events_dropped_queue_full.load(Relaxed)
+        self.events_dropped_queue_full.load(Relaxed) + self.events_dropped_spool_full.load(Relaxed)
+    }
+
+    /// A UDP event dropped while the spool refuses events: reason
+    /// `spool_full` rather than `queue_full`.
+    pub fn dropped(&self, peer: SocketAddr) {
+        let full = self
+            .spool
+            .read()
+            .as_ref()
+            .is_some_and(|s| s.full.load(Relaxed));
+        if full {
+            self.dropped_spool_full(peer.ip());
+        } else {
+            self.dropped_queue_full(peer);
+        }
+    }
+
+    /// Counts an event the spool refused.
+    pub fn dropped_spool_full(&self, peer: std::net::IpAddr) {
+        let total = self.events_dropped_spool_full.fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self.drop_gate.admit(now_s()) {
+            tracing::warn!(
+                peer = %peer,
+                suppressed_since_last = suppressed,
+                total,
+                "spool full: event dropped (see --spool-max-bytes and --spool-when-full)"
+            );
+        }
+    }
+
+    /// The spool refused an append (full, or a disk error), logged at most
+    /// every few seconds.
+    pub fn spool_problem(&self, e: &dyn std::fmt::Display) {
+        if let Some(suppressed) = self.spool_gate.admit(now_s()) {
+            tracing::error!(
+                suppressed_since_last = suppressed,
+                "the spool does not take events: {e}"
+            );
+        }
+    }
+
+    /// A store write failed (the spool keeps the events; retried).
+    pub fn store_down(&self, e: &dyn std::fmt::Display) {
+        self.store_errors.fetch_add(1, Relaxed);
+        let was_down = self.store_down.swap(true, Relaxed);
+        if !was_down || self.store_down_gate.admit(now_s()).is_some() {
+            tracing::error!("store write failed; events wait in the spool, retrying: {e}");
+        }
+    }
+
+    /// A store write succeeded.
+    pub fn store_is_up(&self) {
+        if self.store_down.swap(false, Relaxed) {
+            tracing::info!("store writes succeed again; draining the spool");
+        }
+    }
+
+    pub fn store_up(&self) -> bool {
+        !self.store_down.load(Relaxed)
     }
 
     pub fn rejected_total(&self, kind: RejectKind) -> u64 {
@@ -494,6 +563,38 @@ impl Metrics {
             "ossec_events_dropped_total{{reason=\"queue_full\"}} {}",
             self.events_dropped_queue_full.load(Relaxed)
         );
+        let _ = writeln!(
+            s,
+            "ossec_events_dropped_total{{reason=\"spool_full\"}} {}",
+            self.events_dropped_spool_full.load(Relaxed)
+        );
+        head!(
+            "ossec_store_up",
+            "gauge",
+            "1 while store writes succeed, 0 after a failed one until the next succeeds."
+        );
+        let _ = writeln!(s, "ossec_store_up {}", u8::from(self.store_up()));
+        if let Some(sp) = self.spool.read().clone() {
+            let g = |v: &AtomicU64| v.load(Relaxed);
+            let oldest = sp.oldest_us.load(Relaxed);
+            let age = if oldest > 0 {
+                ((ossec_store::now_micros() - oldest).max(0) as f64) / 1e6
+            } else {
+                0.0
+            };
+            for (name, kind, help, value) in [
+                ("ossec_spool_bytes", "gauge", "Bytes in the disk spool.", g(&sp.bytes).to_string()),
+                ("ossec_spool_segments", "gauge", "Segment files in the disk spool.", g(&sp.segments).to_string()),
+                ("ossec_spool_oldest_event_age_seconds", "gauge", "Age of the oldest spooled event not yet in the store (0: none).", format!("{age:.3}")),
+                ("ossec_spool_replayed_events_total", "counter", "Events stored from what the spool held at start (after a crash, a stop or an outage).", g(&sp.replayed).to_string()),
+                ("ossec_spool_corrupt_records_total", "counter", "Spool records skipped because their CRC did not match (never stored).", g(&sp.corrupt).to_string()),
+                ("ossec_spool_write_errors_total", "counter", "Failed spool writes (ENOSPC, EIO): events wait, or are dropped with --spool-when-full drop-newest.", g(&sp.write_errors).to_string()),
+                ("ossec_spool_full", "gauge", "1 while the spool refuses events (full or failing).", u8::from(sp.full.load(Relaxed)).to_string()),
+            ] {
+                head!(name, kind, help);
+                let _ = writeln!(s, "{name} {value}");
+            }
+        }
         head!(
             "ossec_queue_depth",
             "gauge",

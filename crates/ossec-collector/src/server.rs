@@ -26,7 +26,7 @@ use crate::ingest::{CounterSync, Ingest};
 use crate::keysync::{self, KeySync};
 use crate::metrics::Metrics;
 use crate::writer::{CounterWriter, StateWriter, Writer};
-use crate::{tcp, udp};
+use crate::{spool, tcp, udp};
 
 /// A running collector.
 pub struct Running {
@@ -40,7 +40,7 @@ pub struct Running {
     pub store: Store,
     shutdown: watch::Sender<bool>,
     give_up: watch::Sender<bool>,
-    writer: JoinHandle<u64>,
+    sink: Sink,
     state_writer: JoinHandle<()>,
     state_done: oneshot::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -48,6 +48,19 @@ pub struct Running {
     reload: mpsc::UnboundedSender<()>,
     /// Held while running (one `serve` per SQLite file).
     _sqlite_lock: Option<std::fs::File>,
+}
+
+/// Where received events go.
+enum Sink {
+    /// `--spool-dir off`: the memory queue's writer (returns the events it
+    /// could not store).
+    Memory(JoinHandle<u64>),
+    /// The spool's writer and its drain into the store (returns whether
+    /// everything was stored).
+    Spool {
+        writer: JoinHandle<()>,
+        drain: JoinHandle<bool>,
+    },
 }
 
 /// The enrollment password: the first line of the file, without its line
@@ -181,6 +194,16 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             window_us: counter_sync.map(|d| d.as_micros() as i64),
         }),
     ));
+    // The disk spool, recovered before anything is accepted: its counters
+    // are part of the replay check.
+    let spooled = match &s.spool {
+        Some(settings) => {
+            let opened = spool::open(settings, &table)?;
+            *metrics.spool.write() = Some(opened.stats.clone());
+            Some((opened, settings.clone()))
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::channel(s.queue_capacity);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (give_up, give_up_rx) = watch::channel(false);
@@ -223,17 +246,50 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     let queue = tx.downgrade();
     drop(tx);
 
-    let writer = tokio::spawn(
-        Writer {
-            store: store.clone(),
-            rx,
-            metrics: metrics.clone(),
-            batch_size: s.batch_size,
-            flush_interval: s.flush_interval,
-            parallel: s.store_writers,
+    // socket → queue → (spool →) store.
+    let sink = match spooled {
+        None => Sink::Memory(tokio::spawn(
+            Writer {
+                store: store.clone(),
+                rx,
+                metrics: metrics.clone(),
+                batch_size: s.batch_size,
+                flush_interval: s.flush_interval,
+                parallel: s.store_writers,
+            }
+            .run(give_up_rx.clone()),
+        )),
+        Some((opened, settings)) => {
+            let durable = opened.durable.subscribe();
+            let writer = tokio::spawn(
+                spool::SpoolWriter {
+                    spool: opened.spool.clone(),
+                    durable: opened.durable,
+                    stats: opened.stats.clone(),
+                    table: table.clone(),
+                    metrics: metrics.clone(),
+                    fsync: settings.fsync,
+                    when_full: settings.when_full,
+                }
+                .run(rx),
+            );
+            let drain = tokio::spawn(
+                spool::Drain {
+                    store: store.clone(),
+                    spool: opened.spool,
+                    dir: opened.dir,
+                    id: opened.id,
+                    start_end: opened.start_end,
+                    durable,
+                    stats: opened.stats,
+                    metrics: metrics.clone(),
+                    batch_size: s.batch_size,
+                }
+                .run(give_up_rx.clone()),
+            );
+            Sink::Spool { writer, drain }
         }
-        .run(give_up_rx.clone()),
-    );
+    };
     let (state_done, state_done_rx) = oneshot::channel();
     let state_writer = tokio::spawn(
         StateWriter {
@@ -359,7 +415,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         store,
         shutdown,
         give_up,
-        writer,
+        sink,
         state_writer,
         state_done,
         tasks,
@@ -381,7 +437,7 @@ impl Running {
         tracing::info!("shutting down: no more reads, storing queued events");
         let _ = self.shutdown.send(true);
         let Running {
-            writer,
+            sink,
             state_writer,
             state_done,
             tasks,
@@ -393,26 +449,54 @@ impl Running {
             _sqlite_lock: _held,
             ..
         } = self;
-        let mut writer = writer;
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
         let stored_before = metrics.events_stored.load(Ordering::Relaxed);
-        let lost = match tokio::time::timeout_at(deadline, &mut writer).await {
-            Ok(r) => r.unwrap_or(0),
-            Err(_) => {
-                let _ = give_up.send(true);
-                let queued = metrics.events_queued.load(Ordering::Relaxed);
-                let stored = metrics.events_stored.load(Ordering::Relaxed);
-                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
-                writer.abort();
-                // Still try to save agent state and counters (a store that
-                // refuses events may take them; the state writer gives up
-                // on errors once `give_up` is set).
-                let _ = state_done.send(());
-                let _ = tokio::time::timeout(Duration::from_secs(2), state_writer).await;
-                anyhow::bail!(
-                    "shutdown timeout: {} queued events were not stored (is the store reachable?)",
-                    queued.saturating_sub(stored)
-                );
+        let mut left_in_spool = false;
+        let lost = match sink {
+            Sink::Memory(mut writer) => {
+                match tokio::time::timeout_at(deadline, &mut writer).await {
+                    Ok(r) => r.unwrap_or(0),
+                    Err(_) => {
+                        let _ = give_up.send(true);
+                        let queued = metrics.events_queued.load(Ordering::Relaxed);
+                        let stored = metrics.events_stored.load(Ordering::Relaxed);
+                        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+                        writer.abort();
+                        // Still try to save agent state and counters (a store that
+                        // refuses events may take them; the state writer gives up
+                        // on errors once `give_up` is set).
+                        let _ = state_done.send(());
+                        let _ = tokio::time::timeout(Duration::from_secs(2), state_writer).await;
+                        anyhow::bail!(
+                        "shutdown timeout: {} queued events were not stored (is the store reachable?)",
+                        queued.saturating_sub(stored)
+                    );
+                    }
+                }
+            }
+            Sink::Spool {
+                mut writer,
+                mut drain,
+            } => {
+                // Everything queued goes into the spool (synced) first:
+                // from then on nothing received can be lost.
+                if tokio::time::timeout_at(deadline, &mut writer)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("the spool writer did not finish before the shutdown timeout");
+                    writer.abort();
+                }
+                match tokio::time::timeout_at(deadline, &mut drain).await {
+                    Ok(r) => left_in_spool = !r.unwrap_or(false),
+                    Err(_) => {
+                        let _ = give_up.send(true);
+                        left_in_spool = true;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), &mut drain).await;
+                        drain.abort();
+                    }
+                }
+                0
             }
         };
         // Agent state and counters last, so they include the final events.
@@ -430,10 +514,24 @@ impl Running {
         if lost > 0 {
             anyhow::bail!("{lost} events could not be stored at shutdown");
         }
-        tracing::info!(
-            stored_during_shutdown = metrics.events_stored.load(Ordering::Relaxed) - stored_before,
-            "shutdown complete: every queued event is stored"
-        );
+        let stored_during_shutdown = metrics.events_stored.load(Ordering::Relaxed) - stored_before;
+        if left_in_spool {
+            let bytes = metrics
+                .spool
+                .read()
+                .as_ref()
+                .map_or(0, |sp| sp.bytes.load(Ordering::Relaxed));
+            tracing::warn!(
+                stored_during_shutdown,
+                spool_bytes = bytes,
+                "shutdown complete; events not yet in the store stay in the spool and are stored at the next start"
+            );
+        } else {
+            tracing::info!(
+                stored_during_shutdown,
+                "shutdown complete: every received event is stored"
+            );
+        }
         Ok(())
     }
 }

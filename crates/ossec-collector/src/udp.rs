@@ -122,7 +122,7 @@ pub async fn serve(
                             .events_queued
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(_) => metrics.dropped_queue_full(peer),
+                    Err(_) => metrics.dropped(peer),
                 }
             }
         }

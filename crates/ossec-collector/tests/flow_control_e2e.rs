@@ -34,6 +34,8 @@ async fn stalled_store_slows_tcp_without_loss_and_counts_udp_drops() {
     let db = TestDb::new(Backend::Postgres).await;
     let keys = loopback_vector_keys();
     let c = start(&keys, &db, |a| {
+        // The memory-only queue: what it does when the store stalls.
+        a.spool_dir = Some("off".into());
         a.queue_capacity = Some(100);
         a.batch_size = Some(50);
         // Shorter than the stall: a connection waiting for queue room is

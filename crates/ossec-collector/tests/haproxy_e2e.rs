@@ -89,6 +89,8 @@ impl Replica {
             .args(["--metrics-listen", &lo(metrics).to_string()])
             .args(["--proxy-protocol", "v2", "--proxy-from", "127.0.0.0/8"])
             .args(["--instance-name", name, "--flush-interval-ms", "20"])
+            .arg("--spool-dir")
+            .arg(dir.join(format!("spool-{name}")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

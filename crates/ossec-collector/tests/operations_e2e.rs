@@ -24,6 +24,8 @@ const KEY2_NEW: &str =
 /// The binary, running with JSON logs; its ready line gives the addresses.
 struct Serve {
     child: Child,
+    /// Its spool (unless `extra` says otherwise).
+    _spool: tempfile::TempDir,
     addr: SocketAddr,
     metrics: SocketAddr,
     logs: mpsc::Receiver<String>,
@@ -32,9 +34,14 @@ struct Serve {
 
 impl Serve {
     fn start(keys: &std::path::Path, db: &str, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
+        let spool = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ossec-collector"));
+        cmd.arg("serve");
+        if !extra.contains(&"--spool-dir") {
+            cmd.arg("--spool-dir").arg(spool.path());
+        }
+        let mut child = cmd
             .args([
-                "serve",
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
@@ -58,6 +65,7 @@ impl Serve {
         });
         let mut s = Serve {
             child,
+            _spool: spool,
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
             logs,
@@ -294,16 +302,19 @@ async fn key_reload_by_sighup_and_file_change() {
     assert_eq!(serve.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
-/// `/health` is 200 while the store takes writes and 503 when it does not;
-/// `/metrics` counts what happened.
+/// Without a spool (`--spool-dir off`), `/health` is 200 while the store
+/// takes writes and 503 when it does not; `/metrics` counts what happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health() {
     let db = TestDb::new(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("client.keys");
     std::fs::write(&keys, KEY1).unwrap();
-    let serve = Serve::start(&keys, &db.url, &[]);
-    assert_eq!(http_get(serve.metrics, "/health"), (200, "ok\n".to_owned()));
+    let serve = Serve::start(&keys, &db.url, &["--spool-dir", "off"]);
+    assert_eq!(
+        http_get(serve.metrics, "/health"),
+        (200, "{\"status\":\"ok\",\"store\":\"up\"}\n".to_owned())
+    );
     let status = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
         .args([
             "healthcheck",
@@ -362,6 +373,10 @@ async fn metrics_and_health() {
     }
     let (code, body) = http_get(serve.metrics, "/health");
     assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("\"status\":\"down\"") && body.contains("\"store\":\"down\""),
+        "{body}"
+    );
     let status = Command::new(env!("CARGO_BIN_EXE_ossec-collector"))
         .args([
             "healthcheck",

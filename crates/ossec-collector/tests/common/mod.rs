@@ -131,6 +131,9 @@ pub async fn start(keys: &str, db: &TestDb, tweak: impl FnOnce(&mut ServeArgs)) 
         metrics_listen: Some("off".into()),
         flush_interval_ms: Some(20),
         udp_workers: Some(2),
+        // Each collector its own spool (the default for PostgreSQL is the
+        // working directory, shared by parallel tests).
+        spool_dir: Some(dir.path().join("spool").display().to_string()),
         ..Default::default()
     };
     tweak(&mut args);
