@@ -2,11 +2,14 @@
 # Replicas behind HAProxy, measured in one run on this machine:
 #
 #   bench/replicas.sh [--agents N] [--duration S] [--eps N] [--no-build]
+#                     [--cases "direct spool-off haproxy1 haproxy2 failover"]
 #
 # Three cases, each on a fresh PostgreSQL database (PGHOST/PGPORT, default
 # the machine's server on 127.0.0.1:5432, user postgres) with the same
 # TCP agents from ossec-agent-sim:
-#   direct    the simulator -> one collector
+#   direct    the simulator -> one collector (disk spool on, the default)
+#   spool-off the same with --spool-dir off (the memory-only queue): the
+#             spool's cost is direct vs spool-off
 #   haproxy1  the simulator -> HAProxy (send-proxy-v2) -> one collector
 #   haproxy2  the simulator -> HAProxy (send-proxy-v2) -> two collectors
 # and, last, failover: two collectors behind HAProxy, replica A killed with
@@ -29,8 +32,10 @@ AGENTS=100
 DURATION=20
 EPS=0
 BUILD=1
+CASES="direct haproxy1 haproxy2 failover"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --cases) CASES=$2; shift 2 ;;
         --agents) AGENTS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --eps) EPS=$2; shift 2 ;;
@@ -73,13 +78,16 @@ rows() { psql -qtAX -d "$1" -c "SELECT count(*) FROM events"; }
 
 "$SIM" --generate-keys "$AGENTS" --write-keys "$OUT/client.keys" --keys-only >/dev/null
 
-# start_collector NAME DB -> sets PORT_<NAME>, MET_<NAME>, PID_<NAME>
+# start_collector NAME DB PROXY [ARGS…] -> sets PORT_<NAME>, MET_<NAME>, PID_<NAME>
 start_collector() {
     local name=$1 db=$2 proxy=$3 port met
+    shift 3
+    local spool=(--spool-dir "$OUT/spool-$name-$db") a
+    for a in "$@"; do [ "$a" = --spool-dir ] && spool=(); done
     port=$(free_port); met=$(free_port)
     local args=(serve --listen "127.0.0.1:$port" --no-udp --keys "$OUT/client.keys"
         --database-url "postgres://$PGUSER@$PGHOST:$PGPORT/$db" --metrics-listen "127.0.0.1:$met"
-        --instance-name "$name" --verify-counters true)
+        --instance-name "$name" --verify-counters true "${spool[@]}" "$@")
     [ "$proxy" = 1 ] && args+=(--proxy-protocol v2 --proxy-from 127.0.0.0/8)
     RUST_LOG=warn "$COL" "${args[@]}" >"$OUT/$name.log" 2>&1 &
     local pid=$!
@@ -160,14 +168,29 @@ report() { # CASE DB CPU_COLLECTORS CPU_HAPROXY
 
 stop() { for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 
-echo "== direct: simulator -> one collector"
+has() { [[ " $CASES " == *" $1 "* ]]; }
+
+if has direct; then
+echo "== direct: simulator -> one collector (disk spool)"
 db=$(new_db direct)
 start_collector a "$db" 0
 c0=$(cpu_s "$PID_a")
 run_sim direct "127.0.0.1:$PORT_a"
 report direct "$db" "$(echo "$(cpu_s "$PID_a") - $c0" | bc -l)" 0
 stop "$PID_a"
+fi
 
+if has spool-off; then
+echo "== spool-off: simulator -> one collector, memory-only queue"
+db=$(new_db spooloff)
+start_collector a "$db" 0 --spool-dir off
+c0=$(cpu_s "$PID_a")
+run_sim spool-off "127.0.0.1:$PORT_a"
+report spool-off "$db" "$(echo "$(cpu_s "$PID_a") - $c0" | bc -l)" 0
+stop "$PID_a"
+fi
+
+if has haproxy1; then
 echo "== haproxy1: simulator -> HAProxy -> one collector"
 db=$(new_db h1)
 start_collector a "$db" 1
@@ -176,7 +199,9 @@ c0=$(cpu_s "$PID_a"); h0=$(cpu_s "$HAP_PID")
 run_sim haproxy1 "127.0.0.1:$HAP_PORT"
 report haproxy1 "$db" "$(echo "$(cpu_s "$PID_a") - $c0" | bc -l)" "$(echo "$(cpu_s "$HAP_PID") - $h0" | bc -l)"
 stop "$HAP_PID" "$PID_a"
+fi
 
+if has haproxy2; then
 echo "== haproxy2: simulator -> HAProxy -> two collectors"
 db=$(new_db h2)
 start_collector a "$db" 1
@@ -188,7 +213,10 @@ c1=$(echo "$(cpu_s "$PID_a") + $(cpu_s "$PID_b")" | bc -l)
 report haproxy2 "$db" "$(echo "$c1 - $c0" | bc -l)" "$(echo "$(cpu_s "$HAP_PID") - $h0" | bc -l)"
 echo "   agents per replica: $(psql -qtAX -d "$db" -c "SELECT string_agg(collector || '=' || n, ' ') FROM (SELECT collector, count(*) n FROM agents GROUP BY 1 ORDER BY 1) x")"
 stop "$HAP_PID" "$PID_a" "$PID_b"
+fi
 
+FAILOVER_S=null
+if has failover; then
 echo "== failover: two collectors behind HAProxy, A killed half way"
 db=$(new_db fo)
 start_collector a "$db" 1
@@ -218,6 +246,7 @@ echo "   replica A had $(echo "$on_a" | tr ',' '\n' | grep -c .) agents; first o
 FAILOVER_S=${first:-null}
 report failover "$db" 0 0
 stop "$HAP_PID" "$PID_b"
+fi
 
 echo
 echo "Results ($AGENTS TCP agents, ${DURATION}s, eps=$EPS; $OUT):"
