@@ -135,7 +135,7 @@ new_db() {
 # run_sim CASE SERVER -> $OUT/CASE.json
 run_sim() {
     "$SIM" --server "$2" --keys "$OUT/client.keys" --agents "$AGENTS" --transport tcp \
-        --eps "$EPS" --duration "$DURATION" --keepalive 1 ${BENCH_SIM_ARGS:-} >"$OUT/$1.json" 2>"$OUT/$1.sim.log"
+        --eps "$EPS" --duration "$DURATION" --keepalive "${KEEPALIVE:-1}" ${BENCH_SIM_ARGS:-} >"$OUT/$1.json" 2>"$OUT/$1.sim.log"
 }
 
 wait_drained() { # until the row count stops moving for 2 s
@@ -156,7 +156,7 @@ report() { # CASE DB CPU_COLLECTORS CPU_HAPROXY
     line=$(jq -c --arg case "$case" --argjson stored "$stored" --argjson dur "$DURATION" \
         --argjson ccpu "$ccpu" --argjson hcpu "$hcpu" '{
             case: $case, sent: .sent, stored: $stored, lost: (.sent - $stored), replies_out_of_order: .replies_out_of_order,
-            stored_per_s: ($stored / $dur | floor),
+            stored_per_s: ($stored / $dur | floor), sent_per_s: (.achieved_eps | floor), presealed_exhausted_agents: .presealed_exhausted_agents,
             ack_p50_ms: .ack_latency_p50_ms, ack_p99_ms: .ack_latency_p99_ms,
             reconnects: .reconnects, missing_acks: .missing_acks,
             collector_cpu_us_per_event: (if $stored > 0 then ($ccpu * 1e6 / $stored * 100 | floor) / 100 else null end),

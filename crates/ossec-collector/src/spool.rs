@@ -70,8 +70,14 @@ pub fn encode_event(r: &EventRow, out: &mut Vec<u8>) {
 
 /// Reads back what [`encode_event`] wrote (`None`: not an event record of
 /// ours; the CRC already matched, so this means a format bug, counted as
-/// corrupt by the caller).
-pub fn decode_event(agent_id: Arc<str>, counters: (u32, u32), b: &[u8]) -> Option<EventRow> {
+/// corrupt by the caller). The payload's buffer becomes the message (no
+/// copy); agent IDs and names come from `names`, one allocation per agent.
+pub fn decode_event(
+    agent_id: &str,
+    counters: (u32, u32),
+    mut payload: Vec<u8>,
+    names: &mut Names,
+) -> Option<EventRow> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
             return None;
@@ -80,7 +86,7 @@ pub fn decode_event(agent_id: Arc<str>, counters: (u32, u32), b: &[u8]) -> Optio
         *b = t;
         Some(h)
     }
-    let mut b = b;
+    let mut b = payload.as_slice();
     let received_at = i64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
     let source_ip = match take(&mut b, 1)?[0] {
         4 => IpAddr::from(<[u8; 4]>::try_from(take(&mut b, 4)?).ok()?),
@@ -95,21 +101,45 @@ pub fn decode_event(agent_id: Arc<str>, counters: (u32, u32), b: &[u8]) -> Optio
     let queue = take(&mut b, 1)?[0];
     let name_len = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
     let name = std::str::from_utf8(take(&mut b, name_len)?).ok()?;
+    let (agent_id, agent_name) = names.get(agent_id, name);
     let loc_len = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
     let location = take(&mut b, loc_len)?.to_vec();
+    let message_at = payload.len() - b.len();
+    payload.drain(..message_at);
     Some(EventRow {
         received_at,
         agent_id,
-        agent_name: name.into(),
+        agent_name,
         source_ip,
         transport,
         queue,
         queue_name: ossec_proto::payload::queue_name(queue),
         location,
-        message: b.to_vec(),
+        message: payload,
         global_counter: counters.0,
         local_counter: counters.1,
     })
+}
+
+/// Shared agent IDs and names for decoded rows (bounded: cleared when it
+/// holds more agents than a fleet plausibly has).
+#[derive(Default)]
+pub struct Names(std::collections::HashMap<String, (Arc<str>, Arc<str>)>);
+
+impl Names {
+    fn get(&mut self, id: &str, name: &str) -> (Arc<str>, Arc<str>) {
+        if let Some((a, b)) = self.0.get(id) {
+            if &**b == name {
+                return (a.clone(), b.clone());
+            }
+        }
+        if self.0.len() > 200_000 {
+            self.0.clear();
+        }
+        let v: (Arc<str>, Arc<str>) = (id.into(), name.into());
+        self.0.insert(id.to_owned(), v.clone());
+        v
+    }
 }
 
 /// The spool, opened at start.
@@ -399,6 +429,7 @@ impl Drain {
             }
         };
         let mut writer_gone = false;
+        let mut names_slot = Names::default();
         loop {
             let durable = *self.durable.borrow_and_update();
             if reader.position() >= durable {
@@ -412,6 +443,7 @@ impl Drain {
                 continue;
             }
             let n = self.batch_size;
+            let mut names = std::mem::take(&mut names_slot);
             let read = tokio::task::spawn_blocking(move || {
                 let mut rows = Vec::with_capacity(n.min(16_384));
                 let mut bad = 0u64;
@@ -424,7 +456,7 @@ impl Drain {
                         if rec.kind != KIND_EVENT {
                             continue;
                         }
-                        match decode_event(rec.agent.as_str().into(), rec.counters, &rec.payload) {
+                        match decode_event(&rec.agent, rec.counters, rec.payload, &mut names) {
                             Some(ev) => {
                                 rows.push((ev, rec.end));
                             }
@@ -434,14 +466,15 @@ impl Drain {
                     next_ts = reader.next_ts_us();
                     Ok(())
                 })();
-                (reader, rows, bad, next_ts, result)
+                (reader, rows, bad, next_ts, result, names)
             })
             .await;
-            let Ok((r, rows, bad, next_ts, result)) = read else {
+            let Ok((r, rows, bad, next_ts, result, names)) = read else {
                 tracing::error!("the spool reader failed; stored events stop here");
                 return false;
             };
             reader = r;
+            names_slot = names;
             if let Err(e) = result {
                 tracing::error!(spool = %self.dir.display(), "reading the spool failed, retrying: {e}");
                 if self
@@ -515,6 +548,43 @@ impl Drain {
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             _ = give_up.changed() => *give_up.borrow(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_records_round_trip() {
+        let ev = EventRow {
+            received_at: 1_800_000_000_123_456,
+            agent_id: "007".into(),
+            agent_name: "web-1".into(),
+            source_ip: "2001:db8::7".parse().unwrap(),
+            transport: "tcp",
+            queue: b'1',
+            queue_name: ossec_proto::payload::queue_name(b'1'),
+            location: b"/var/log/auth.log".to_vec(),
+            message: b"sshd[1]: Accepted \xff bytes".to_vec(),
+            global_counter: 9,
+            local_counter: 77,
+        };
+        let mut names = Names::default();
+        for ip in ["2001:db8::7", "10.1.2.3"] {
+            let ev = EventRow {
+                source_ip: ip.parse().unwrap(),
+                ..ev.clone()
+            };
+            let mut b = Vec::new();
+            encode_event(&ev, &mut b);
+            let back = decode_event("007", (9, 77), b.clone(), &mut names).unwrap();
+            assert_eq!(back, ev);
+            // Truncated payloads never panic.
+            for n in 0..30 {
+                let _ = decode_event("007", (9, 77), b[..n].to_vec(), &mut names);
+            }
         }
     }
 }
