@@ -232,13 +232,11 @@ impl SpoolWriter {
         let mut closed = false;
         loop {
             if pending.is_empty() && !closed {
-                let got = if unsynced {
-                    tokio::select! {
-                        n = rx.recv_many(&mut items, ROUND) => Some(n),
-                        _ = tokio::time::sleep_until(next_sync) => None,
-                    }
-                } else {
-                    Some(rx.recv_many(&mut items, ROUND).await)
+                // Woken by events, or at the sync deadline (which also
+                // spools the counters that control messages moved).
+                let got = tokio::select! {
+                    n = rx.recv_many(&mut items, ROUND) => Some(n),
+                    _ = tokio::time::sleep_until(next_sync) => None,
                 };
                 if got == Some(0) {
                     closed = true;
@@ -249,7 +247,6 @@ impl SpoolWriter {
             let spool = self.spool.clone();
             let table = self.table.clone();
             let batch = std::mem::take(&mut pending);
-            let had = !batch.is_empty();
             let res =
                 tokio::task::spawn_blocking(move || append_round(&spool, &table, batch, sync_due))
                     .await;
@@ -270,12 +267,12 @@ impl SpoolWriter {
                     Ordering::Relaxed,
                 );
             }
-            if had || round.left.is_empty() {
-                unsynced |= round.appended > 0;
+            unsynced |= round.appended > 0;
+            if sync_due && round.error.is_none() {
+                next_sync = tokio::time::Instant::now() + self.fsync;
             }
             if let Some(end) = round.synced {
                 unsynced = false;
-                next_sync = tokio::time::Instant::now() + self.fsync;
                 self.durable.send_replace(end);
             }
             match round.error {
@@ -286,15 +283,22 @@ impl SpoolWriter {
                         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     }
                     self.metrics.spool_problem(&e);
+                    let mut left = round.left;
+                    if matches!(e, AppendError::TooLarge(_)) && !left.is_empty() {
+                        // Cannot happen with frames of at most 64 KiB; never
+                        // retry it forever.
+                        let ev = left.remove(0);
+                        self.metrics.dropped_spool_full(ev.source_ip);
+                    }
                     match self.when_full {
                         // Keep what did not fit and stop taking from the
                         // queue: TCP readers wait, UDP drops are counted.
                         WhenFull::Block => {
-                            pending = round.left;
+                            pending = left;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         WhenFull::DropNewest => {
-                            for ev in &round.left {
+                            for ev in &left {
                                 self.metrics.dropped_spool_full(ev.source_ip);
                             }
                         }
