@@ -81,6 +81,16 @@ impl Agent {
         }
     }
 
+    /// An agent with no stored record: counters read from the store
+    /// before its first message is accepted.
+    fn unknown(id: &str, name: &str) -> Self {
+        let record = AgentRecord {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        Agent::new(id, name, record, false)
+    }
+
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
     }
@@ -123,15 +133,7 @@ impl AgentTable {
             .iter()
             .map(|e| match by_id.remove(&e.id) {
                 Some(record) => Arc::new(Agent::new(&e.id, &e.name, record, true)),
-                None => Arc::new(Agent::new(
-                    &e.id,
-                    &e.name,
-                    AgentRecord {
-                        id: e.id.clone(),
-                        ..Default::default()
-                    },
-                    false,
-                )),
+                None => Arc::new(Agent::unknown(&e.id, &e.name)),
             })
             .collect();
         AgentTable {
@@ -177,15 +179,7 @@ impl AgentTable {
                 }
                 None => {
                     added += 1;
-                    Arc::new(Agent::new(
-                        &e.id,
-                        &e.name,
-                        AgentRecord {
-                            id: e.id.clone(),
-                            ..Default::default()
-                        },
-                        false,
-                    ))
+                    Arc::new(Agent::unknown(&e.id, &e.name))
                 }
             })
             .collect();

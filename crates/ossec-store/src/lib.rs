@@ -382,37 +382,29 @@ impl Store {
         if rows.is_empty() && progress.is_none() {
             return Ok(());
         }
+        // The rows, then the position, then one commit.
+        macro_rules! write {
+            ($pool:expr, $rows:path) => {{
+                let mut tx = $pool
+                    .begin()
+                    .await
+                    .map_err(sql("beginning a transaction"))?;
+                $rows(&mut tx, rows).await?;
+                if let Some(p) = progress {
+                    sqlx::query(PROGRESS)
+                        .bind(&p.spool_id)
+                        .bind(p.segment)
+                        .bind(p.offset)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving the spool position"))?;
+                }
+                tx.commit().await.map_err(sql("committing events"))?;
+            }};
+        }
         match self {
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
-                if !rows.is_empty() {
-                    copy_events(&mut tx, rows).await?;
-                }
-                if let Some(p) = progress {
-                    sqlx::query(PROGRESS)
-                        .bind(&p.spool_id)
-                        .bind(p.segment)
-                        .bind(p.offset)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("saving the spool position"))?;
-                }
-                tx.commit().await.map_err(sql("committing events"))?;
-            }
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("beginning a transaction"))?;
-                insert_events_sqlite(&mut tx, rows).await?;
-                if let Some(p) = progress {
-                    sqlx::query(PROGRESS)
-                        .bind(&p.spool_id)
-                        .bind(p.segment)
-                        .bind(p.offset)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("saving the spool position"))?;
-                }
-                tx.commit().await.map_err(sql("committing events"))?;
-            }
+            Store::Postgres(pool) => write!(pool, copy_events),
+            Store::Sqlite(pool) => write!(pool, insert_events_sqlite),
         }
         Ok(())
     }
@@ -439,6 +431,9 @@ pub struct SpoolProgress {
 /// The rows of one batch as one binary COPY on `conn` (inside the caller's
 /// transaction).
 async fn copy_events(conn: &mut sqlx::PgConnection, rows: &[EventRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut copy = conn
         .copy_in_raw(COPY_EVENTS)
         .await
