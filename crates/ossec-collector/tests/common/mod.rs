@@ -351,3 +351,110 @@ pub fn split_event(p: &str) -> (String, String, String) {
     };
     (q.to_owned(), loc, rest[end + 1..].to_owned())
 }
+
+/// A TCP proxy in front of the machine's PostgreSQL that a test cuts and
+/// restores (a store outage without touching the shared server).
+pub struct PgProxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut: connections of an older generation close.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+use std::sync::Arc;
+
+impl PgProxy {
+    /// Starts the proxy towards the server of [`admin_url`] (host:port).
+    pub async fn start() -> PgProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let admin = admin_url();
+        let hostport = admin
+            .trim_start_matches("postgres://")
+            .trim_start_matches("postgresql://")
+            .split('/')
+            .next()
+            .unwrap()
+            .rsplit('@')
+            .next()
+            .unwrap()
+            .to_owned();
+        let target = if hostport.contains(':') {
+            hostport
+        } else {
+            format!("{hostport}:5432")
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (up2, gen2) = (up.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let gen = gen2.clone();
+                let mine = gen.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    tokio::pin!(copy);
+                    loop {
+                        tokio::select! {
+                            _ = &mut copy => return,
+                            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                                if gen.load(Ordering::SeqCst) != mine {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        PgProxy {
+            port,
+            up,
+            generation,
+            task,
+        }
+    }
+
+    /// `db`'s URL through the proxy.
+    pub fn url(&self, db: &TestDb) -> String {
+        let name = db.url.rsplit('/').next().unwrap();
+        let admin = admin_url();
+        let user = admin
+            .trim_start_matches("postgres://")
+            .split('@')
+            .next()
+            .filter(|u| !u.contains('/'))
+            .unwrap_or("postgres")
+            .to_owned();
+        format!("postgres://{user}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The store goes away: open connections are closed, new ones refused.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
