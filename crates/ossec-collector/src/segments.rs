@@ -117,6 +117,9 @@ pub struct Spool {
     active_counters: HashMap<String, (u32, u32)>,
     /// Records appended since the last successful sync.
     pending: Vec<u8>,
+    /// How far the store has committed ([`Spool::release`]): bytes before
+    /// it no longer count against `max_bytes`.
+    committed: Position,
 }
 
 fn seg_path(dir: &Path, n: u64) -> PathBuf {
@@ -321,7 +324,10 @@ impl Spool {
     /// Opens the spool in `cfg.dir` (created if missing), recovering what a
     /// crash left: the last segment is scanned, cut after its last valid
     /// record and sealed; appends go to a new segment.
-    pub fn open(cfg: Config) -> Result<(Spool, Recovery), OpenError> {
+    pub fn open(mut cfg: Config) -> Result<(Spool, Recovery), OpenError> {
+        // A small spool rotates often, so that committed data is deleted
+        // long before the limit.
+        cfg.segment_bytes = cfg.segment_bytes.min((cfg.max_bytes / 8).max(4 << 10));
         let dir = cfg.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let lock = lock(&dir)?;
@@ -400,6 +406,7 @@ impl Spool {
                 active_first_ts: None,
                 active_counters: HashMap::new(),
                 pending: Vec::with_capacity(1 << 20),
+                committed: Position::default(),
             },
             rec,
         ))
@@ -542,7 +549,21 @@ impl Spool {
     /// Deletes the sealed segments wholly before `upto` (committed to the
     /// store). Returns how many.
     pub fn release(&mut self, upto: Position) -> io::Result<usize> {
-        let gone: Vec<u64> = self.sealed.range(..upto.segment).map(|(n, _)| *n).collect();
+        self.committed = self.committed.max(upto);
+        // Everything synced is committed: start a fresh active segment so
+        // that the old one can go now (not only when it is full).
+        if upto >= self.end() && self.pending.is_empty() && self.durable_len > 0 {
+            self.rotate().map_err(|e| match e {
+                AppendError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })?;
+        }
+        let gone: Vec<u64> = self
+            .sealed
+            .iter()
+            .filter(|(n, s)| **n < upto.segment || (**n == upto.segment && upto.offset >= s.len))
+            .map(|(n, _)| *n)
+            .collect();
         for n in &gone {
             match std::fs::remove_file(seg_path(&self.dir, *n)) {
                 Ok(()) => {}

@@ -357,10 +357,16 @@ fn append_round(
     }
     left.extend(it);
     let mut synced = None;
-    if sync && error.is_none() {
+    // A full spool still syncs what it took: the drain reads only what is
+    // synced, and only its progress makes room again.
+    if sync && !matches!(error, Some(AppendError::Io(_))) {
         // Counters that control messages moved since the last sync.
         let now = ossec_store::now_micros();
-        for (id, counters) in table.take_spool_counters() {
+        let counters = match error {
+            None => table.take_spool_counters(),
+            Some(_) => Vec::new(),
+        };
+        for (id, counters) in counters {
             let tag = Tag {
                 agent: &id,
                 counters,
