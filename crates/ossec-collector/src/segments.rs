@@ -33,6 +33,11 @@ use std::path::{Path, PathBuf};
 pub const MAX_RECORD: usize = 1 << 20;
 /// Bytes before the agent ID: len, crc, ts, global, local, agent_len.
 const HEAD: usize = 4 + 4 + 8 + 4 + 4 + 1;
+/// Most of a segment file read into memory at once (for the scan at open
+/// and a resync after a corrupt record). Segments this spool writes are at
+/// most 64 MiB; bytes beyond this in a foreign or damaged file are treated
+/// as a torn tail.
+const MAX_SCAN: u64 = 128 << 20;
 /// Most unsynced bytes held in memory before appends are refused.
 const MAX_PENDING: usize = 256 << 20;
 
@@ -345,10 +350,17 @@ impl Spool {
                     (c, ts, len)
                 }
                 None => {
-                    let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+                    let bytes = {
+                        use std::io::Read;
+                        let mut v = Vec::new();
+                        File::open(&path)
+                            .and_then(|f| f.take(MAX_SCAN).read_to_end(&mut v))
+                            .map_err(io_at(&path))?;
+                        v
+                    };
                     let (c, ts, valid, corrupt) = scan(&bytes);
                     rec.corrupt_records += corrupt;
-                    let len = bytes.len() as u64;
+                    let len = std::fs::metadata(&path).map_err(io_at(&path))?.len();
                     if valid < len {
                         // A torn tail (or garbage after the last record).
                         OpenOptions::new()
@@ -752,7 +764,7 @@ impl Reader {
                     // Corrupt: find the next valid record in this segment.
                     self.corrupt += 1;
                     let seg_bytes = {
-                        let mut v = vec![0u8; (limit - off) as usize];
+                        let mut v = vec![0u8; (limit - off).min(MAX_SCAN) as usize];
                         if let Some(f) = &self.file {
                             f.read_exact_at(&mut v, off)?;
                         }
