@@ -143,6 +143,15 @@ pub struct ServeArgs {
         value_name = "block|drop-newest"
     )]
     pub spool_when_full: Option<WhenFull>,
+    /// Keep events this many days: older daily partitions are dropped (PostgreSQL, no DELETE) or old rows deleted in small batches (SQLite), checked at start and every 10 minutes by one collector of the store; 0 keeps everything [default: 0].
+    #[arg(long, env = "OSSEC_COLLECTOR_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
+    /// PostgreSQL: daily partitions of `events` are created this many days ahead of today (2..=90) [default: 2].
+    #[arg(long, env = "OSSEC_COLLECTOR_PARTITIONS_AHEAD", value_name = "DAYS")]
+    pub partitions_ahead: Option<u32>,
+    /// Fill `events.data` with each message's structured fields (JSON payloads, Windows eventchannel fields, syslog header); `false` stores it NULL and skips the parsing [default: true].
+    #[arg(long, env = "OSSEC_COLLECTOR_EVENT_DATA", value_name = "BOOL")]
+    pub event_data: Option<bool>,
     /// A PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, AWS NLB proxy protocol v2) starts every TCP connection (1514 and 1515): `off`, `v1`, `v2` or `any`; its address is the agent's [default: off].
     #[arg(
         long,
@@ -248,6 +257,12 @@ pub struct Settings {
     pub counter_sync: Option<Duration>,
     /// The disk spool, unless `--spool-dir off`.
     pub spool: Option<SpoolSettings>,
+    /// `--retention-days` (0: keep everything).
+    pub retention_days: u32,
+    /// `--partitions-ahead`.
+    pub partitions_ahead: u32,
+    /// `--event-data`.
+    pub event_data: bool,
 }
 
 impl Settings {
@@ -340,6 +355,9 @@ impl Default for Settings {
             instance_name: hostname(),
             counter_sync: Some(Duration::from_millis(1000)),
             spool: Some(Settings::default_spool()),
+            retention_days: 0,
+            partitions_ahead: 2,
+            event_data: true,
         }
     }
 }
@@ -543,7 +561,16 @@ impl ServeArgs {
                 None => d.counter_sync,
             },
             spool: None,
+            retention_days: pick!(retention_days).unwrap_or(d.retention_days),
+            partitions_ahead: pick!(partitions_ahead).unwrap_or(d.partitions_ahead),
+            event_data: pick!(event_data).unwrap_or(d.event_data),
         };
+        if !(2..=90).contains(&s.partitions_ahead) {
+            return Err(ConfigError::Invalid(format!(
+                "--partitions-ahead {} must be within 2..=90 (today and at least two days ahead always exist)",
+                s.partitions_ahead
+            )));
+        }
         let mut s = s;
         let spool_default = Settings::default_spool();
         s.spool = match pick!(spool_dir).as_deref().map(str::trim) {

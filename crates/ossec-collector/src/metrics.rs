@@ -162,6 +162,16 @@ pub struct Metrics {
     store_down_gate: LogGate,
     /// The spool's figures, when there is one.
     pub spool: parking_lot::RwLock<Option<Arc<crate::spool::SpoolStats>>>,
+    /// Stored events by what `events.data` got: json, eventchannel,
+    /// syslog, then the two NULL outcomes json_invalid and xml_invalid.
+    data: [AtomicU64; 5],
+    data_gate: LogGate,
+    /// Partition and retention jobs.
+    pub partitions_created: AtomicU64,
+    pub partition_rows_moved: AtomicU64,
+    pub retention_partitions_dropped: AtomicU64,
+    pub retention_rows_deleted: AtomicU64,
+    pub retention_rows_dropped_estimate: AtomicU64,
 }
 
 impl Metrics {
@@ -400,6 +410,37 @@ impl Metrics {
                 "store write failed, retrying: {err}"
             );
         }
+    }
+
+    /// Counts what `events.data` got in a committed batch; invalid JSON or
+    /// XML is logged (rate-limited): the events are stored, `data` NULL.
+    pub fn data_written(&self, c: &ossec_store::DataCounts) {
+        let v = [
+            c.json,
+            c.eventchannel,
+            c.syslog,
+            c.json_invalid,
+            c.xml_invalid,
+        ];
+        for (a, n) in self.data.iter().zip(v) {
+            a.fetch_add(n, Relaxed);
+        }
+        if c.json_invalid + c.xml_invalid > 0 {
+            if let Some(suppressed) = self.data_gate.admit(now_s()) {
+                tracing::info!(
+                    json_invalid = c.json_invalid,
+                    xml_invalid = c.xml_invalid,
+                    suppressed,
+                    "events stored with data NULL: their JSON or eventchannel XML did not parse (the text is in message)"
+                );
+            }
+        }
+    }
+
+    /// Counts the data outcomes: json, eventchannel, syslog, json_invalid,
+    /// xml_invalid.
+    pub fn data_totals(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.data[i].load(Relaxed))
     }
 
     pub fn tcp_closed(&self, reason: CloseReason) {
@@ -753,6 +794,27 @@ impl Metrics {
                 s,
                 "ossec_proxy_header_rejected_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+        let data = self.data_totals();
+        head!(
+            "ossec_events_data_total",
+            "counter",
+            "Stored events whose events.data was filled, by kind (json, eventchannel, syslog)."
+        );
+        for (kind, n) in ["json", "eventchannel", "syslog"].iter().zip(data) {
+            let _ = writeln!(s, "ossec_events_data_total{{kind=\"{kind}\"}} {n}");
+        }
+        for (name, help, n) in [
+            ("ossec_events_json_invalid_total", "Stored events that looked like JSON but did not parse: data NULL, the text kept in message.", data[3]),
+            ("ossec_events_xml_invalid_total", "Stored Windows eventchannel events whose XML did not parse (or was refused: DTD, depth): data NULL.", data[4]),
+            ("ossec_partitions_created_total", "Daily partitions of events created by this collector (PostgreSQL).", self.partitions_created.load(Relaxed)),
+            ("ossec_partition_rows_moved_total", "Rows moved from events_default into a new daily partition.", self.partition_rows_moved.load(Relaxed)),
+            ("ossec_retention_partitions_dropped_total", "Partitions of events dropped by --retention-days.", self.retention_partitions_dropped.load(Relaxed)),
+            ("ossec_retention_rows_dropped_estimated_total", "Rows in the dropped partitions, from the planner's statistics.", self.retention_rows_dropped_estimate.load(Relaxed)),
+            ("ossec_retention_rows_deleted_total", "Rows deleted by --retention-days (SQLite, and PostgreSQL's events_default).", self.retention_rows_deleted.load(Relaxed)),
+        ] {
+            head!(name, "counter", help);
+            let _ = writeln!(s, "{name} {n}");
         }
         head!(
             "ossec_enrollments_total",

@@ -256,6 +256,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
                 batch_size: s.batch_size,
                 flush_interval: s.flush_interval,
                 parallel: s.store_writers,
+                options: ossec_store::EventOptions { data: s.event_data },
             }
             .run(give_up_rx.clone()),
         )),
@@ -284,6 +285,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
                     stats: opened.stats,
                     metrics: metrics.clone(),
                     batch_size: s.batch_size,
+                    options: ossec_store::EventOptions { data: s.event_data },
                 }
                 .run(give_up_rx.clone()),
             );
@@ -301,6 +303,9 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             resets_seen,
             job_lock: JobLock::NotHeld,
             jobs_run: 0,
+            retention_days: s.retention_days,
+            partitions_ahead: s.partitions_ahead,
+            partition_job: None,
         }
         .run(state_done_rx, give_up_rx),
     );

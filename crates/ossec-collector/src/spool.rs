@@ -403,6 +403,8 @@ pub struct Drain {
     pub stats: Arc<SpoolStats>,
     pub metrics: Arc<Metrics>,
     pub batch_size: usize,
+    /// `--event-data`.
+    pub options: ossec_store::EventOptions,
 }
 
 impl Drain {
@@ -509,9 +511,14 @@ impl Drain {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let started = Instant::now();
-                match self.store.insert_events_at(&events, Some(&progress)).await {
-                    Ok(()) => {
+                match self
+                    .store
+                    .insert_events_at(&events, Some(&progress), self.options)
+                    .await
+                {
+                    Ok(data) => {
                         self.metrics.store_is_up();
+                        self.metrics.data_written(&data);
                         self.metrics
                             .batch_written(events.len(), started.elapsed().as_secs_f64());
                         self.stats.replayed.fetch_add(replayed, Ordering::Relaxed);

@@ -12,7 +12,8 @@
 //! [`StateWriter`] runs beside it, once a second: agent records marked
 //! dirty, the manager's sender counter, `agents reset-counters` requests,
 //! and, on the one collector that holds the store's jobs lock, the
-//! once-per-cluster jobs (the disconnect sweep, cleanup). With thousands
+//! once-per-cluster jobs (the disconnect sweep, cleanup, daily partitions
+//! and retention, the last in a task of their own). With thousands
 //! of agents its agent update is large, so it must not hold up event
 //! batches. [`CounterWriter`] writes the receive counters that moved, for
 //! the other collectors on the store (`--counter-sync-ms`).
@@ -20,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossec_store::{CounterRow, EventRow, JobLock, Store};
+use ossec_store::{CounterRow, EventOptions, EventRow, JobLock, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -45,6 +46,8 @@ pub struct Writer {
     pub flush_interval: Duration,
     /// Batches written concurrently.
     pub parallel: usize,
+    /// `--event-data`.
+    pub options: EventOptions,
 }
 
 impl Writer {
@@ -75,6 +78,7 @@ impl Writer {
                 self.store.clone(),
                 self.metrics.clone(),
                 full,
+                self.options,
                 give_up.clone(),
             ));
         }
@@ -90,14 +94,16 @@ async fn write_batch(
     store: Store,
     metrics: Arc<Metrics>,
     batch: Vec<EventRow>,
+    options: EventOptions,
     give_up: watch::Receiver<bool>,
 ) -> u64 {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store.insert_events(&batch).await {
-            Ok(()) => {
+        match store.insert_events_at(&batch, None, options).await {
+            Ok(data) => {
                 metrics.batch_written(batch.len(), started.elapsed().as_secs_f64());
+                metrics.data_written(&data);
                 return 0;
             }
             Err(e) => {
@@ -150,7 +156,72 @@ impl StateWriter {
                 self.metrics.store_error(&e);
             }
         }
+        let idle = self.partition_job.as_ref().is_none_or(|j| j.is_finished());
+        if self.jobs_run.is_multiple_of(PARTITIONS_EVERY) && idle {
+            // Its own task: deleting old SQLite rows takes a while and must
+            // not hold up agent state.
+            self.partition_job = Some(tokio::spawn(partition_jobs(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.partitions_ahead,
+                self.retention_days,
+            )));
+        }
         self.jobs_run += 1;
+    }
+}
+
+/// Creates the daily partitions ahead (PostgreSQL) and applies
+/// `--retention-days`, logging and counting what changed.
+pub async fn partition_jobs(store: Store, metrics: Arc<Metrics>, ahead: u32, keep_days: u32) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = ossec_store::now_micros();
+    match store.maintain_partitions(now, ahead, keep_days).await {
+        Ok(r) => {
+            if !r.created.is_empty() {
+                tracing::info!(
+                    partitions = ?r.created,
+                    moved_rows = r.moved_rows,
+                    "created daily partitions of events"
+                );
+            }
+            metrics
+                .partitions_created
+                .fetch_add(r.created.len() as u64, Relaxed);
+            metrics
+                .partition_rows_moved
+                .fetch_add(r.moved_rows, Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!("creating the partitions of events failed (retried in 10 minutes; rows go to events_default meanwhile): {e}");
+            metrics.store_error(&e);
+        }
+    }
+    match store.apply_retention(now, keep_days).await {
+        Ok(r) => {
+            if !r.dropped.is_empty() || r.deleted_rows > 0 {
+                tracing::info!(
+                    retention_days = keep_days,
+                    dropped = ?r.dropped,
+                    dropped_rows_estimate = r.dropped_rows_estimate,
+                    deleted_rows = r.deleted_rows,
+                    "removed events older than the retention"
+                );
+            }
+            metrics
+                .retention_partitions_dropped
+                .fetch_add(r.dropped.len() as u64, Relaxed);
+            metrics
+                .retention_rows_dropped_estimate
+                .fetch_add(r.dropped_rows_estimate, Relaxed);
+            metrics
+                .retention_rows_deleted
+                .fetch_add(r.deleted_rows, Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!("applying --retention-days failed (retried in 10 minutes): {e}");
+            metrics.store_error(&e);
+        }
     }
 }
 
@@ -203,10 +274,19 @@ pub struct StateWriter {
     pub job_lock: JobLock,
     /// Ticks on which this collector ran the jobs.
     pub jobs_run: u64,
+    /// `--retention-days` (0: keep everything).
+    pub retention_days: u32,
+    /// `--partitions-ahead`.
+    pub partitions_ahead: u32,
+    /// The partition and retention job, while it runs.
+    pub partition_job: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How many jobs ticks (seconds) between cleanups of old requests.
 const CLEANUP_EVERY: u64 = 60;
+/// How many jobs ticks (seconds) between partition and retention runs
+/// (and one on the first tick this collector holds the lock).
+const PARTITIONS_EVERY: u64 = 600;
 
 impl StateWriter {
     /// Runs once a second until `done`, then writes the final state.

@@ -458,3 +458,28 @@ impl Drop for PgProxy {
         self.task.abort();
     }
 }
+
+/// Inserts rows as a release before `events.data` did (the columns of
+/// migrations 0001–0007).
+pub async fn insert_old_schema(pool: &sqlx::PgPool, rows: &[ossec_store::EventRow]) {
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, global_counter, local_counter) \
+             VALUES ('epoch'::timestamptz + $1 * interval '1 microsecond', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(r.received_at)
+        .bind(&*r.agent_id)
+        .bind(&*r.agent_name)
+        .bind(r.source_ip.to_string())
+        .bind(r.transport)
+        .bind((r.queue as char).to_string())
+        .bind(r.queue_name)
+        .bind(String::from_utf8_lossy(&r.location).into_owned())
+        .bind(String::from_utf8_lossy(&r.message).into_owned())
+        .bind(i64::from(r.global_counter))
+        .bind(r.local_counter as i32)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
