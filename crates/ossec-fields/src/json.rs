@@ -638,7 +638,7 @@ mod tests {
         let scale = format!("[0.{}]", "1".repeat(16384));
         assert_eq!(out(&scale), Some(format!("[\"0.{}\"]", "1".repeat(16384))));
         // Within every limit: unchanged.
-        for s in ["[1e307]", "[1e-1000]", "[1e1000]", "[123456789012345678901234567890]", "[-0]", "[0.000001e-400]"] {
+        for s in ["[1e307]", "[1e-1000]", "[0e1000]", "[0.001e310]", "[123456789012345678901234567890]", "[-0]", "[0.000001e-400]"] {
             assert_eq!(out(s).as_deref(), Some(s), "{s}");
         }
         let scale = format!("[0.{}]", "1".repeat(16383));
