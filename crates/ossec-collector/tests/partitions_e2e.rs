@@ -387,3 +387,80 @@ async fn retention_deletes_old_rows_on_sqlite_in_batches() {
     );
     store.close().await;
 }
+
+/// `serve --retention-days 3` on a store holding ten days of events: at
+/// start, the collector that holds the jobs lock removes what is older (and
+/// on PostgreSQL first gives the past days their partitions), logs and
+/// counts it, while it keeps taking events.
+async fn serve_applies_retention(backend: Backend) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let db = TestDb::new(backend).await;
+    let now = ossec_store::now_micros();
+    {
+        let store = Store::connect(&db.url).await.unwrap();
+        let rows: Vec<EventRow> = (0..1000u32)
+            .map(|i| row(i, now - i64::from(i / 100) * DAY_US - i64::from(i % 100) * 1_000_000))
+            .collect();
+        store.insert_events(&rows).await.unwrap();
+        store.close().await;
+    }
+    let c = common::start(&common::loopback_vector_keys(), &db, |a| {
+        a.retention_days = Some(3);
+    })
+    .await;
+    let m = c.running.metrics.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let removed = || {
+        m.retention_rows_deleted.load(Relaxed) + 100 * m.retention_partitions_dropped.load(Relaxed)
+    };
+    while removed() < 600 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = common::count(&c.running.store, "SELECT count(*) FROM events").await;
+    match backend {
+        Backend::Sqlite => {
+            // Rows older than exactly 3 days: days 3 (partly: the later
+            // part of day 3's rows are 3 days + i s old) … 9.
+            assert!(m.retention_rows_deleted.load(Relaxed) >= 600);
+            assert_eq!(left, 1000 - m.retention_rows_deleted.load(Relaxed) as i64);
+        }
+        Backend::Postgres => {
+            // The past days within the retention got partitions (their rows
+            // moved out of events_default); older rows were deleted from
+            // the default partition; the day of the cutoff is kept whole.
+            assert!(m.partitions_created.load(Relaxed) >= 3, "past days got partitions");
+            assert!(m.partition_rows_moved.load(Relaxed) >= 200);
+            assert!(m.retention_rows_deleted.load(Relaxed) >= 500);
+            assert!((300..=400).contains(&left), "{left} rows left");
+            assert_eq!(
+                common::count(
+                    &c.running.store,
+                    "SELECT count(*) FROM events WHERE received_at < now() - interval '4 days' - interval '10 minutes'"
+                )
+                .await,
+                0
+            );
+            assert_eq!(
+                common::count(&c.running.store, "SELECT count(*) FROM events_default").await,
+                0
+            );
+        }
+    }
+    let recent = common::count(
+        &c.running.store,
+        "SELECT count(*) FROM events WHERE global_counter < 300",
+    )
+    .await;
+    assert_eq!(recent, 300, "the last three days are kept");
+    c.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_retention_on_sqlite() {
+    serve_applies_retention(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_retention_on_postgres() {
+    serve_applies_retention(Backend::Postgres).await;
+}
