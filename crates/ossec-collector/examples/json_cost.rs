@@ -90,7 +90,10 @@ async fn pg_copy(conn: &mut sqlx::PgConnection, buf: &[u8], rows: usize) -> (f64
         .unwrap();
     let mut best = (f64::MAX, 0.0);
     for _ in 0..3 {
-        sqlx::query("TRUNCATE events").execute(&mut *conn).await.unwrap();
+        sqlx::query("TRUNCATE events")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
         sqlx::query("CHECKPOINT").execute(&mut *conn).await.ok();
         let c0 = cpu_us(pid);
         let t = Instant::now();
@@ -121,7 +124,10 @@ async fn main() {
         .unwrap_or(100_000);
     let mut json = serde_json::Map::new();
     println!("collector: encoding for COPY (µs/event, best of 5, {n} events each)");
-    println!("{:<14} {:>10} {:>10} {:>10}", "kind", "no data", "data", "data cost");
+    println!(
+        "{:<14} {:>10} {:>10} {:>10}",
+        "kind", "no data", "data", "data cost"
+    );
     let mut enc = serde_json::Map::new();
     for (name, kind) in [
         ("mix", None),
@@ -145,7 +151,10 @@ async fn main() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db = format!("oc_json_cost_{}", std::process::id());
     let mut a = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut a).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut a)
+        .await
+        .unwrap();
     let base = &admin[..admin.rfind('/').unwrap()];
     let url = format!("{base}/{db}");
     let store = Store::connect(&url).await.unwrap();
@@ -163,7 +172,10 @@ async fn main() {
         .await
         .unwrap();
     let gin = pg_copy(&mut conn, &with_data, n).await;
-    sqlx::query("DROP INDEX events_data_gin").execute(&mut conn).await.unwrap();
+    sqlx::query("DROP INDEX events_data_gin")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     sqlx::query("CREATE INDEX events_data_gin ON events USING GIN (data jsonb_path_ops)")
         .execute(&mut conn)
         .await

@@ -129,11 +129,13 @@ fn cases() -> Vec<(Vec<u8>, Want)> {
 
 async fn data_of(store: &Store, local: i64) -> Option<Value> {
     let text: Option<String> = match store {
-        Store::Postgres(p) => sqlx::query_scalar("SELECT data::text FROM events WHERE local_counter = $1")
-            .bind(local as i32)
-            .fetch_one(p)
-            .await
-            .unwrap(),
+        Store::Postgres(p) => {
+            sqlx::query_scalar("SELECT data::text FROM events WHERE local_counter = $1")
+                .bind(local as i32)
+                .fetch_one(p)
+                .await
+                .unwrap()
+        }
         Store::Sqlite(p) => sqlx::query_scalar("SELECT data FROM events WHERE local_counter = ?")
             .bind(local)
             .fetch_one(p)
@@ -163,8 +165,18 @@ async fn run(backend: Backend, transport: &str) {
         };
         match &mut tcp {
             Some(t) => {
-                let wire = encode(&key, Sealing::AesFixed, None, h, payload).unwrap();
-                t.send(&wire).await;
+                let wire = encode(&key, Sealing::AesFixed, Some("001"), h, payload).unwrap();
+                let mut f = Vec::new();
+                ossec_proto::frame::encode_frame(&wire, &mut f).unwrap();
+                if let Err(e) = t.send_raw(&f).await {
+                    panic!(
+                        "case {i}: {e}; rejects: {:?}",
+                        ossec_proto::RejectKind::ALL
+                            .iter()
+                            .map(|k| (k, c.running.metrics.rejected_total(*k)))
+                            .collect::<Vec<_>>()
+                    );
+                }
             }
             None => {
                 let wire = encode(&key, Sealing::AesFixed, Some("001"), h, payload).unwrap();
@@ -174,7 +186,11 @@ async fn run(backend: Backend, transport: &str) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rows = wait_events(&c.running.store, cases.len() as i64).await;
-    assert_eq!(rows.len(), cases.len(), "every event stored ({backend:?}, {transport})");
+    assert_eq!(
+        rows.len(),
+        cases.len(),
+        "every event stored ({backend:?}, {transport})"
+    );
     let mut nulls = 0;
     for (i, (payload, want)) in cases.iter().enumerate() {
         let got = data_of(&c.running.store, i as i64 + 1).await;
@@ -222,9 +238,12 @@ async fn event_data_off_stores_null() {
     .await;
     let key = agent_key(&keys, "001");
     let udp = udp_from("127.0.0.1".parse().unwrap()).await;
-    for (i, p) in [WINDOWS_4625.as_bytes(), b"1:/var/log/auth.log:Nov 29 10:05:01 web-01 sshd[99]: x"]
-        .iter()
-        .enumerate()
+    for (i, p) in [
+        WINDOWS_4625.as_bytes(),
+        b"1:/var/log/auth.log:Nov 29 10:05:01 web-01 sshd[99]: x",
+    ]
+    .iter()
+    .enumerate()
     {
         let h = Header {
             rand: 7,
@@ -236,7 +255,11 @@ async fn event_data_off_stores_null() {
     }
     wait_events(&c.running.store, 2).await;
     assert_eq!(
-        count(&c.running.store, "SELECT count(*) FROM events WHERE data IS NULL").await,
+        count(
+            &c.running.store,
+            "SELECT count(*) FROM events WHERE data IS NULL"
+        )
+        .await,
         2
     );
     assert_eq!(c.running.metrics.data_totals(), [0; 5]);

@@ -399,7 +399,12 @@ async fn serve_applies_retention(backend: Backend) {
     {
         let store = Store::connect(&db.url).await.unwrap();
         let rows: Vec<EventRow> = (0..1000u32)
-            .map(|i| row(i, now - i64::from(i / 100) * DAY_US - i64::from(i % 100) * 1_000_000))
+            .map(|i| {
+                row(
+                    i,
+                    now - i64::from(i / 100) * DAY_US - i64::from(i % 100) * 1_000_000,
+                )
+            })
             .collect();
         store.insert_events(&rows).await.unwrap();
         store.close().await;
@@ -428,7 +433,10 @@ async fn serve_applies_retention(backend: Backend) {
             // The past days within the retention got partitions (their rows
             // moved out of events_default); older rows were deleted from
             // the default partition; the day of the cutoff is kept whole.
-            assert!(m.partitions_created.load(Relaxed) >= 3, "past days got partitions");
+            assert!(
+                m.partitions_created.load(Relaxed) >= 3,
+                "past days got partitions"
+            );
             assert!(m.partition_rows_moved.load(Relaxed) >= 200);
             assert!(m.retention_rows_deleted.load(Relaxed) >= 500);
             assert!((300..=400).contains(&left), "{left} rows left");

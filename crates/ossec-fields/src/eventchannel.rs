@@ -16,7 +16,7 @@
 //!
 //! Hostile XML is refused (`XmlInvalid`), in time linear in its size: a
 //! DTD (so no entity is ever defined or expanded), nesting deeper than
-//! [`MAX_XML_DEPTH`], an attribute value or a text longer than
+//! [`MAX_XML_DEPTH`], a text or the attributes of one element longer than
 //! [`MAX_XML_TEXT`], more than [`MAX_XML_ATTRIBUTES`] attributes on one
 //! element, an entity other than the five predefined ones and character
 //! references, unclosed or mismatched tags, text outside the root, a second
@@ -33,8 +33,9 @@ use crate::Outcome;
 
 /// Deepest element nesting accepted (the root element is depth 1).
 pub const MAX_XML_DEPTH: usize = 64;
-/// Longest attribute value, or text of one element, in bytes: 64 KiB, the
-/// largest message a Wazuh agent sends (`OS_MAXSTR`).
+/// Longest text of one element, and longest attribute list of one element
+/// (names, quotes and values together), in bytes: 64 KiB, the largest
+/// message a Wazuh agent sends (`OS_MAXSTR`).
 pub const MAX_XML_TEXT: usize = 64 * 1024;
 /// Most attributes on one element (Wazuh's XML reader: `XML_MAX_ATTR_DEPTH`
 /// 48).
@@ -71,7 +72,10 @@ pub(crate) fn derive(message: &[u8], out: &mut Vec<u8>) -> Outcome {
             msg = Some(value);
         }
     }
-    let Some(xml) = event.filter(|v| v.starts_with('"')).and_then(json::decode_string) else {
+    let Some(xml) = event
+        .filter(|v| v.starts_with('"'))
+        .and_then(json::decode_string)
+    else {
         checked.write(message, out);
         return Outcome::Json;
     };
@@ -93,34 +97,70 @@ pub(crate) fn derive(message: &[u8], out: &mut Vec<u8>) -> Outcome {
 }
 
 /// Fields of one object, in insertion order; the first value of a key wins
-/// (as cJSON_GetObjectItem finds the first of duplicated keys).
+/// (as cJSON_GetObjectItem finds the first of duplicated keys). Keys and
+/// values live in one text buffer, so a field costs no allocation of its
+/// own.
 #[derive(Default)]
 struct Fields {
-    list: Vec<(String, String)>,
+    text: String,
+    /// (key start, key end = value start, value end) in `text`.
+    list: Vec<(usize, usize, usize)>,
     /// Built once the object is large, so that hostile events with
     /// thousands of names stay linear.
     index: Option<HashSet<String>>,
 }
 
 impl Fields {
-    fn contains(&self, key: &str) -> bool {
-        match &self.index {
-            Some(set) => set.contains(key),
-            None => self.list.iter().any(|(k, _)| k == key),
-        }
+    fn key(&self, f: (usize, usize, usize)) -> &str {
+        self.text.get(f.0..f.1).unwrap_or_default()
     }
 
-    fn insert(&mut self, key: String, value: &str) {
-        if self.contains(&key) {
+    fn value(&self, f: (usize, usize, usize)) -> &str {
+        self.text.get(f.1..f.2).unwrap_or_default()
+    }
+
+    /// Adds `key: value` unless `key` is there already.
+    fn insert(&mut self, key: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(key);
+        self.commit(start, value);
+    }
+
+    /// Adds `lower-first(name): value` unless that key is there already.
+    fn insert_lower_first(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        if let Some(first) = self.text.get_mut(start..start + 1) {
+            first.make_ascii_lowercase();
+        }
+        self.commit(start, value);
+    }
+
+    /// The key was just pushed at `start..`: keep it with `value`, or drop
+    /// it if it is a duplicate.
+    fn commit(&mut self, start: usize, value: &str) {
+        let key_end = self.text.len();
+        let key = self.text.get(start..key_end).unwrap_or_default();
+        let duplicate = match &self.index {
+            Some(set) => set.contains(key),
+            None => self
+                .list
+                .iter()
+                .any(|&f| self.text.get(f.0..f.1) == Some(key)),
+        };
+        if duplicate {
+            self.text.truncate(start);
             return;
         }
         if self.index.is_none() && self.list.len() >= 32 {
-            self.index = Some(self.list.iter().map(|(k, _)| k.clone()).collect());
+            let set = self.list.iter().map(|&f| self.key(f).to_owned()).collect();
+            self.index = Some(set);
         }
         if let Some(set) = &mut self.index {
-            set.insert(key.clone());
+            set.insert(self.text.get(start..key_end).unwrap_or_default().to_owned());
         }
-        self.list.push((key, value.to_owned()));
+        self.text.push_str(value);
+        self.list.push((start, key_end, self.text.len()));
     }
 
     fn is_empty(&self) -> bool {
@@ -129,13 +169,13 @@ impl Fields {
 
     fn write(&self, out: &mut Vec<u8>) {
         out.push(b'{');
-        for (n, (k, v)) in self.list.iter().enumerate() {
+        for (n, &f) in self.list.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
-            json::write_str(out, k);
+            json::write_str(out, self.key(f));
             out.push(b':');
-            json::write_str(out, v);
+            json::write_str(out, self.value(f));
         }
         out.push(b'}');
     }
@@ -182,7 +222,9 @@ enum Role {
 #[derive(Default)]
 struct Open {
     name: String,
-    attrs: Vec<(String, String)>,
+    /// Attribute names and values, in `attr_text`.
+    attr_text: String,
+    attrs: Vec<(usize, usize, usize)>,
     text: String,
 }
 
@@ -190,12 +232,36 @@ impl Open {
     fn start(&mut self, name: &str) {
         self.name.clear();
         self.name.push_str(name);
+        self.attr_text.clear();
         self.attrs.clear();
         self.text.clear();
     }
 
+    fn push_attr(&mut self, key: &str, value: &str) {
+        let start = self.attr_text.len();
+        self.attr_text.push_str(key);
+        let mid = self.attr_text.len();
+        self.attr_text.push_str(value);
+        self.attrs.push((start, mid, self.attr_text.len()));
+    }
+
+    fn has_attrs(&self) -> bool {
+        !self.attrs.is_empty()
+    }
+
+    /// The attributes, in document order.
+    fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attrs.iter().map(|&(a, b, c)| {
+            let t = &self.attr_text;
+            (
+                t.get(a..b).unwrap_or_default(),
+                t.get(b..c).unwrap_or_default(),
+            )
+        })
+    }
+
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     fn push_text(&mut self, t: &str) -> Result<(), XmlInvalid> {
@@ -213,7 +279,12 @@ fn name_of<'e>(e: &'e BytesStart<'_>) -> Result<&'e str, XmlInvalid> {
 
 /// Reads every attribute (so that a malformed one is refused even where it
 /// is not used), keeping them in `keep` when given.
-fn attributes(e: &BytesStart<'_>, mut keep: Option<&mut Vec<(String, String)>>) -> Result<(), XmlInvalid> {
+fn attributes(e: &BytesStart<'_>, mut keep: Option<&mut Open>) -> Result<(), XmlInvalid> {
+    // All attributes of one element together: refused before they are
+    // parsed, so a huge tag costs one scan.
+    if e.attributes_raw().len() > MAX_XML_TEXT {
+        return Err(XmlInvalid);
+    }
     for (n, attr) in e.attributes().enumerate() {
         if n >= MAX_XML_ATTRIBUTES {
             return Err(XmlInvalid);
@@ -225,7 +296,7 @@ fn attributes(e: &BytesStart<'_>, mut keep: Option<&mut Vec<(String, String)>>) 
         let value = attr.unescape_value().map_err(|_| XmlInvalid)?;
         if let Some(keep) = keep.as_deref_mut() {
             let key = std::str::from_utf8(attr.key.into_inner()).map_err(|_| XmlInvalid)?;
-            keep.push((key.to_owned(), value.into_owned()));
+            keep.push_attr(key, &value);
         }
     }
     Ok(())
@@ -278,7 +349,7 @@ fn walk(xml: &str) -> Result<Win, XmlInvalid> {
                             win.extra_name = Some(name.to_owned());
                             attributes(e, None)?;
                         } else {
-                            attributes(e, Some(&mut item.attrs))?;
+                            attributes(e, Some(&mut item))?;
                         }
                     }
                     Role::ExtraItem => {
@@ -305,7 +376,10 @@ fn walk(xml: &str) -> Result<Win, XmlInvalid> {
                 let text = t.unescape().map_err(|_| XmlInvalid)?;
                 match stack.last() {
                     None => {
-                        if !text.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) {
+                        if !text
+                            .bytes()
+                            .all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+                        {
                             return Err(XmlInvalid);
                         }
                     }
@@ -347,7 +421,8 @@ fn end(win: &mut Win, role: Role, item: &Open, extra_item: &Open) {
         Role::ExtraItem => {
             let t = extra_item.text.as_str();
             if !t.is_empty() && t != "(NULL)" && t != "-" {
-                win.extra.insert(lower_first(&extra_item.name), trim_end_keep_first(t));
+                win.extra
+                    .insert_lower_first(&extra_item.name, trim_end_keep_first(t));
             }
         }
         _ => {}
@@ -358,60 +433,60 @@ impl Win {
     /// A child of `<System>` (DecodeWinevt, the `"System"` branch).
     fn system_item(&mut self, e: &Open) {
         let text = e.text.as_str();
-        let has_attrs = !e.attrs.is_empty();
+        let has_attrs = e.has_attrs();
         match e.name.as_str() {
             "Provider" if has_attrs => {
-                for (k, v) in &e.attrs {
-                    let key = match k.as_str() {
+                for (k, v) in e.attrs() {
+                    let key = match k {
                         "Name" => "providerName",
                         "Guid" => "providerGuid",
                         "EventSourceName" => "eventSourceName",
                         _ => continue,
                     };
-                    self.system.insert(key.to_owned(), v);
+                    self.system.insert(key, v);
                 }
             }
             "TimeCreated" if has_attrs => {
                 // Wazuh reads only the first attribute.
-                if let Some((k, v)) = e.attrs.first() {
+                if let Some((k, v)) = e.attrs().next() {
                     if k == "SystemTime" {
-                        self.system.insert("systemTime".to_owned(), v);
+                        self.system.insert("systemTime", v);
                     }
                 }
             }
             "Execution" if has_attrs => {
-                for (k, v) in &e.attrs {
-                    let key = match k.as_str() {
+                for (k, v) in e.attrs() {
+                    let key = match k {
                         "ProcessID" => "processID",
                         "ThreadID" => "threadID",
                         _ => continue,
                     };
-                    self.system.insert(key.to_owned(), v);
+                    self.system.insert(key, v);
                 }
             }
             "Channel" => {
-                self.system.insert("channel".to_owned(), text);
+                self.system.insert("channel", text);
                 if let Some(v) = e.attr("UserID") {
-                    self.system.insert("userID".to_owned(), v);
+                    self.system.insert("userID", v);
                 }
             }
             "Security" => {
                 if let Some(v) = e.attr("UserID") {
-                    self.system.insert("securityUserID".to_owned(), v);
+                    self.system.insert("securityUserID", v);
                 }
             }
             "Level" => {
                 self.level.get_or_insert_with(|| text.to_owned());
-                self.system.insert("level".to_owned(), text);
+                self.system.insert("level", text);
             }
             "Keywords" => {
                 self.keywords.get_or_insert_with(|| text.to_owned());
-                self.system.insert("keywords".to_owned(), text);
+                self.system.insert("keywords", text);
             }
             "Correlation" => {}
             name => {
                 if !text.is_empty() {
-                    self.system.insert(lower_first(name), text);
+                    self.system.insert_lower_first(name, text);
                 }
             }
         }
@@ -424,34 +499,30 @@ impl Win {
             return;
         }
         let dropped = text == "(NULL)" || text == "-";
-        if e.name == "Data" && !e.attrs.is_empty() {
+        if e.name == "Data" && e.has_attrs() {
             if dropped {
                 return;
             }
             let value = trim_end_keep_first(text);
-            for (k, v) in &e.attrs {
-                let key = lower_first(v);
+            for (k, v) in e.attrs() {
                 if k == "Name" {
-                    match key.as_str() {
-                        "categoryId" => {
-                            self.category_id.get_or_insert_with(|| value.to_owned());
-                        }
-                        "subcategoryId" => {
-                            self.subcategory_id.get_or_insert_with(|| value.to_owned());
-                        }
-                        _ => {}
+                    if is_lower_first(v, "categoryId") {
+                        self.category_id.get_or_insert_with(|| value.to_owned());
+                    } else if is_lower_first(v, "subcategoryId") {
+                        self.subcategory_id.get_or_insert_with(|| value.to_owned());
                     }
-                    if key == "auditPolicyChanges" {
-                        self.audit_policy_changes.get_or_insert_with(|| value.to_owned());
-                        self.eventdata.insert("auditPolicyChangesId".to_owned(), value);
+                    if is_lower_first(v, "auditPolicyChanges") {
+                        self.audit_policy_changes
+                            .get_or_insert_with(|| value.to_owned());
+                        self.eventdata.insert("auditPolicyChangesId", value);
                     } else {
-                        self.eventdata.insert(key, value);
+                        self.eventdata.insert_lower_first(v, value);
                     }
                     break;
                 }
                 // Another attribute than Name: Wazuh names the field after
                 // that attribute's value.
-                self.eventdata.insert(key, value);
+                self.eventdata.insert_lower_first(v, value);
             }
         } else if !dropped {
             let value = trim_end_keep_first(text);
@@ -461,7 +532,7 @@ impl Win {
                 }
                 self.data.push_str(value);
             } else {
-                self.eventdata.insert(lower_first(&e.name), value);
+                self.eventdata.insert_lower_first(&e.name, value);
             }
         }
     }
@@ -470,28 +541,29 @@ impl Win {
     fn finish(&mut self, message: Option<&str>) {
         if let (Some(level), Some(keywords)) = (&self.level, &self.keywords) {
             let severity = severity(level, keywords);
-            self.system.insert("severityValue".to_owned(), severity);
+            self.system.insert("severityValue", severity);
             if let (Some(c), Some(s)) = (&self.category_id, &self.subcategory_id) {
-                let (category, subcategory) = category(strtol(&c.replace("%%", "")), strtol(&s.replace("%%", "")));
+                let (category, subcategory) =
+                    category(strtol(&c.replace("%%", "")), strtol(&s.replace("%%", "")));
                 if let Some(c) = category {
-                    self.eventdata.insert("category".to_owned(), c);
+                    self.eventdata.insert("category", c);
                 }
                 if let Some(s) = subcategory {
-                    self.eventdata.insert("subcategory".to_owned(), s);
+                    self.eventdata.insert("subcategory", s);
                 }
             }
         }
         if let Some(changes) = &self.audit_policy_changes {
             if let Some(text) = audit_policy_changes(changes) {
-                self.eventdata.insert("auditPolicyChanges".to_owned(), &text);
+                self.eventdata.insert("auditPolicyChanges", &text);
             }
         }
         if let Some(m) = message {
-            self.system.insert("message".to_owned(), m);
+            self.system.insert("message", m);
         }
         if !self.data.is_empty() {
             let data = std::mem::take(&mut self.data);
-            self.eventdata.insert("data".to_owned(), &data);
+            self.eventdata.insert("data", &data);
         }
     }
 
@@ -525,12 +597,27 @@ fn lower_first(name: &str) -> String {
     s
 }
 
+/// Whether `lower_first(name) == key`, without building it.
+fn is_lower_first(name: &str, key: &str) -> bool {
+    let (n, k) = (name.as_bytes(), key.as_bytes());
+    match (n.split_first(), k.split_first()) {
+        (Some((a, n_rest)), Some((b, k_rest))) => a.to_ascii_lowercase() == *b && n_rest == k_rest,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// `replace_win_format`: trailing whitespace (C `isspace`) removed, but
 /// never the first character.
 fn trim_end_keep_first(s: &str) -> &str {
     let b = s.as_bytes();
     let mut end = b.len();
-    while end > 1 && matches!(b.get(end - 1), Some(b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')) {
+    while end > 1
+        && matches!(
+            b.get(end - 1),
+            Some(b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+        )
+    {
         end -= 1;
     }
     s.get(..end).unwrap_or(s)
@@ -538,7 +625,9 @@ fn trim_end_keep_first(s: &str) -> &str {
 
 /// C `strtol(s, NULL, 10)`, saturating.
 fn strtol(s: &str) -> i64 {
-    let b = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']).as_bytes();
+    let b = s
+        .trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
+        .as_bytes();
     let (neg, digits) = match b.first() {
         Some(b'-') => (true, b.get(1..).unwrap_or_default()),
         Some(b'+') => (false, b.get(1..).unwrap_or_default()),
@@ -558,7 +647,9 @@ fn strtol(s: &str) -> i64 {
 /// C `strtoull(s, NULL, 16)`: optional sign and `0x`; overflow gives
 /// `u64::MAX`; a minus sign negates (wrapping), as C does.
 fn strtoull_hex(s: &str) -> u64 {
-    let b = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']).as_bytes();
+    let b = s
+        .trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
+        .as_bytes();
     let (neg, mut rest) = match b.first() {
         Some(b'-') => (true, b.get(1..).unwrap_or_default()),
         Some(b'+') => (false, b.get(1..).unwrap_or_default()),
@@ -738,7 +829,12 @@ fn category(category: i64, subcategory: i64) -> (Option<&'static str>, Option<&'
         ),
         _ => return (None, None),
     };
-    (Some(name), subs.iter().find(|(id, _)| *id == subcategory).map(|(_, s)| *s))
+    (
+        Some(name),
+        subs.iter()
+            .find(|(id, _)| *id == subcategory)
+            .map(|(_, s)| *s),
+    )
 }
 
 #[cfg(test)]

@@ -74,6 +74,8 @@ pub(crate) struct Invalid;
 const WS: u8 = 1; // JSON whitespace
 const STR_STOP: u8 = 2; // ends a run of plain string bytes: `"`, `\`, controls
 
+// Built at compile time; every index is a constant below 256.
+#[allow(clippy::indexing_slicing)]
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -90,9 +92,17 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// The class bits of a byte.
+#[inline]
+fn class(b: u8) -> u8 {
+    // A u8 indexes a 256-entry table: never out of bounds.
+    #[allow(clippy::indexing_slicing)]
+    CLASS[usize::from(b)]
+}
+
 #[inline]
 fn is_ws(b: u8) -> bool {
-    CLASS[b as usize] & WS != 0
+    class(b) & WS != 0
 }
 
 #[inline]
@@ -106,11 +116,28 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Leading bytes that make a message "JSON-shaped": its first byte after
-/// ASCII whitespace, if that is `{` or `[`.
-pub(crate) fn shape(message: &[u8]) -> Option<u8> {
-    let first = message.iter().find(|c| !c.is_ascii_whitespace())?;
-    matches!(first, b'{' | b'[').then_some(*first)
+/// How a message looks before it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Starts (after ASCII whitespace) with `{`, or with `[` followed by
+    /// `{`, `[`, `"` or `]`: meant as JSON, so invalid means JsonInvalid.
+    Json,
+    /// Starts with `[` otherwise (`[INFO] …`, apache's `[Fri Feb 11 …]`):
+    /// JSON if it parses, text if not.
+    Bracket,
+    Text,
+}
+
+pub(crate) fn shape(message: &[u8]) -> Shape {
+    let mut rest = message.iter().skip_while(|c| c.is_ascii_whitespace());
+    match rest.next() {
+        Some(b'{') => Shape::Json,
+        Some(b'[') => match rest.find(|&&c| !is_ws(c)) {
+            Some(b'{' | b'[' | b'"' | b']') => Shape::Json,
+            _ => Shape::Bracket,
+        },
+        _ => Shape::Text,
+    }
 }
 
 /// Validates `b` as one JSON object or array (surrounded by optional JSON
@@ -170,7 +197,11 @@ pub(crate) fn check(b: &[u8], mut members: Option<&mut Vec<Member>>) -> Result<C
             Some(b'-' | b'0'..=b'9') => {
                 let (end, as_string) = number(b, i)?;
                 if as_string {
-                    fixes.push(Fix { start: i, end, kind: FixKind::NumberAsString });
+                    fixes.push(Fix {
+                        start: i,
+                        end,
+                        kind: FixKind::NumberAsString,
+                    });
                 }
                 i = end;
             }
@@ -189,12 +220,19 @@ pub(crate) fn check(b: &[u8], mut members: Option<&mut Vec<Member>>) -> Result<C
                 if i != b.len() {
                     return Err(Invalid);
                 }
-                return Ok(Checked { start, end: trim_end(b, b.len()), fixes });
+                return Ok(Checked {
+                    start,
+                    end: trim_end(b, b.len()),
+                    fixes,
+                });
             }
             let in_obj = objects & (1 << (depth - 1)) != 0;
             if depth == 1 && in_obj {
                 if let Some(m) = members.as_deref_mut() {
-                    m.push(Member { key: member_key, value: (member_value_start, value_end) });
+                    m.push(Member {
+                        key: member_key,
+                        value: (member_value_start, value_end),
+                    });
                 }
             }
             match b.get(i).copied() {
@@ -267,14 +305,36 @@ fn hex4(b: &[u8], i: usize) -> Option<u32> {
     Some(v)
 }
 
+/// Whether any byte of `x` is `"`, `\` or below 0x20 (no false
+/// negatives: the classic "has zero byte" / "has byte less than" tests).
+#[inline]
+fn swar_has_stop(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let quote = x ^ (LO * u64::from(b'"'));
+    let backslash = x ^ (LO * u64::from(b'\\'));
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let control = x.wrapping_sub(LO * 0x20) & !x & HI;
+    (zero(quote) | zero(backslash) | control) != 0
+}
+
 /// Validates the string literal starting at `b[i] == b'"'`; returns the
 /// position after its closing quote. Records the escapes to rewrite.
 fn string(b: &[u8], mut i: usize, fixes: &mut Vec<Fix>) -> Result<usize, Invalid> {
     i += 1;
     loop {
-        // Plain run (UTF-8 was validated for the whole input).
+        // Plain run (UTF-8 was validated for the whole input): 8 bytes at
+        // a time while none of them stops it, then byte by byte.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            if swar_has_stop(u64::from_le_bytes(w)) {
+                break;
+            }
+            i += 8;
+        }
         while let Some(&c) = b.get(i) {
-            if CLASS[c as usize] & STR_STOP != 0 {
+            if class(c) & STR_STOP != 0 {
                 break;
             }
             i += 1;
@@ -287,11 +347,16 @@ fn string(b: &[u8], mut i: usize, fixes: &mut Vec<Fix>) -> Result<usize, Invalid
                     let cp = hex4(b, i + 2).ok_or(Invalid)?;
                     match cp {
                         0 => {
-                            fixes.push(Fix { start: i, end: i + 6, kind: FixKind::Replacement });
+                            fixes.push(Fix {
+                                start: i,
+                                end: i + 6,
+                                kind: FixKind::Replacement,
+                            });
                             i += 6;
                         }
                         0xD800..=0xDBFF => {
-                            let low = if b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
+                            let low = if b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u')
+                            {
                                 hex4(b, i + 8)
                             } else {
                                 None
@@ -301,12 +366,20 @@ fn string(b: &[u8], mut i: usize, fixes: &mut Vec<Fix>) -> Result<usize, Invalid
                             } else {
                                 // Lone high surrogate: what follows is read
                                 // on its own on the next turn.
-                                fixes.push(Fix { start: i, end: i + 6, kind: FixKind::Replacement });
+                                fixes.push(Fix {
+                                    start: i,
+                                    end: i + 6,
+                                    kind: FixKind::Replacement,
+                                });
                                 i += 6;
                             }
                         }
                         0xDC00..=0xDFFF => {
-                            fixes.push(Fix { start: i, end: i + 6, kind: FixKind::Replacement });
+                            fixes.push(Fix {
+                                start: i,
+                                end: i + 6,
+                                kind: FixKind::Replacement,
+                            });
                             i += 6;
                         }
                         _ => i += 6,
@@ -399,7 +472,10 @@ pub(crate) fn number_needs_string(int_part: &[u8], frac_part: &[u8], exp: i64) -
     if scale > 16383 {
         return true;
     }
-    let int_sig = int_part.iter().position(|&c| c != b'0').map(|p| int_part.len() - p);
+    let int_sig = int_part
+        .iter()
+        .position(|&c| c != b'0')
+        .map(|p| int_part.len() - p);
     let magnitude = match int_sig {
         Some(n) => n as i64 - 1 + exp,
         None => match frac_part.iter().position(|&c| c != b'0') {
@@ -465,7 +541,11 @@ pub(crate) fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
     let mut s = String::with_capacity(inner.len());
     let mut i = 0;
     while i < b.len() {
-        let run_end = b.get(i..)?.iter().position(|&c| c == b'\\').map_or(b.len(), |p| i + p);
+        let run_end = b
+            .get(i..)?
+            .iter()
+            .position(|&c| c == b'\\')
+            .map_or(b.len(), |p| i + p);
         s.push_str(inner.get(i..run_end)?);
         i = run_end;
         if i >= b.len() {
@@ -510,17 +590,32 @@ pub(crate) fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
 /// Appends `s` as a JSON string literal. NUL becomes U+FFFD (PostgreSQL's
 /// `jsonb` rejects `\u0000`); `"`, `\` and control characters are escaped.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |n: u8| match n & 0xf {
+        n @ 0..=9 => b'0' + n,
+        n => b'a' + n - 10,
+    };
     out.reserve(s.len() + 2);
     out.push(b'"');
     let b = s.as_bytes();
     let mut run = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if CLASS[c as usize] & STR_STOP == 0 {
+    let mut i = 0;
+    loop {
+        // Skip 8 plain bytes at a time, then find the next byte to escape.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            if swar_has_stop(u64::from_le_bytes(w)) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&c) = b.get(i) else { break };
+        i += 1;
+        if class(c) & STR_STOP == 0 {
             continue;
         }
-        out.extend_from_slice(b.get(run..i).unwrap_or_default());
-        run = i + 1;
+        out.extend_from_slice(b.get(run..i - 1).unwrap_or_default());
+        run = i;
         match c {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -530,14 +625,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
             0x08 => out.extend_from_slice(b"\\b"),
             0x0c => out.extend_from_slice(b"\\f"),
             0 => out.extend_from_slice("\u{FFFD}".as_bytes()),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(c >> 4)],
-                HEX[usize::from(c & 0xf)],
-            ]),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(c >> 4), hex(c)]),
         }
     }
     out.extend_from_slice(b.get(run..).unwrap_or_default());
@@ -578,13 +666,46 @@ mod tests {
     #[test]
     fn rejects_what_json_rejects() {
         for s in [
-            "", "{", "[", "{]", "[}", "[1,]", "{\"a\":1,}", "{\"a\"}", "{\"a\" 1}", "{1:2}", "[01]", "[1.]",
-            "[.5]", "[1e]", "[+1]", "[-]", "[tru]", "[nul]", "[\"a]", "[\"\\x\"]", "[\"\\u12\"]",
-            "[\"a\u{1}b\"]", "[\"a\nb\"]", "[1] x", "[1][2]", "1", "\"a\"", "true", "[NaN]", "[Infinity]",
-            "[1,,2]", "{\"a\":1 \"b\":2}", "\u{feff}[1]",
+            "",
+            "{",
+            "[",
+            "{]",
+            "[}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\"}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[1e]",
+            "[+1]",
+            "[-]",
+            "[tru]",
+            "[nul]",
+            "[\"a]",
+            "[\"\\x\"]",
+            "[\"\\u12\"]",
+            "[\"a\u{1}b\"]",
+            "[\"a\nb\"]",
+            "[1] x",
+            "[1][2]",
+            "1",
+            "\"a\"",
+            "true",
+            "[NaN]",
+            "[Infinity]",
+            "[1,,2]",
+            "{\"a\":1 \"b\":2}",
+            "\u{feff}[1]",
         ] {
             assert_eq!(out(s), None, "{s:?}");
-            assert!(serde_json::from_str::<serde_json::Value>(s).is_err() || !s.trim_start().starts_with(['{', '[']), "{s:?}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(s).is_err()
+                    || !s.trim_start().starts_with(['{', '[']),
+                "{s:?}"
+            );
         }
     }
 
@@ -605,7 +726,10 @@ mod tests {
 
     #[test]
     fn nul_escape_becomes_replacement_character() {
-        assert_eq!(out(r#"{"a":"x\u0000y"}"#).as_deref(), Some(r#"{"a":"x\ufffdy"}"#));
+        assert_eq!(
+            out(r#"{"a":"x\u0000y"}"#).as_deref(),
+            Some(r#"{"a":"x\ufffdy"}"#)
+        );
         // An escaped backslash followed by "u0000" is not a NUL.
         let s = r#"{"a":"x\\u0000y"}"#;
         assert_eq!(out(s).as_deref(), Some(s));
@@ -617,9 +741,18 @@ mod tests {
     fn lone_surrogates_become_replacement_characters() {
         assert_eq!(out(r#"["\ud800"]"#).as_deref(), Some(r#"["\ufffd"]"#));
         assert_eq!(out(r#"["\udc00x"]"#).as_deref(), Some(r#"["\ufffdx"]"#));
-        assert_eq!(out(r#"["\ud800\u0041"]"#).as_deref(), Some(r#"["\ufffd\u0041"]"#));
-        assert_eq!(out(r#"["\ud800\ud800\udc00"]"#).as_deref(), Some(r#"["\ufffd\ud800\udc00"]"#));
-        assert_eq!(out(r#"["\uDBFF\uDFFF"]"#).as_deref(), Some(r#"["\uDBFF\uDFFF"]"#));
+        assert_eq!(
+            out(r#"["\ud800\u0041"]"#).as_deref(),
+            Some(r#"["\ufffd\u0041"]"#)
+        );
+        assert_eq!(
+            out(r#"["\ud800\ud800\udc00"]"#).as_deref(),
+            Some(r#"["\ufffd\ud800\udc00"]"#)
+        );
+        assert_eq!(
+            out(r#"["\uDBFF\uDFFF"]"#).as_deref(),
+            Some(r#"["\uDBFF\uDFFF"]"#)
+        );
         for s in [r#"["\ud800"]"#, r#"["\udc00"]"#, r#"["\ud800\u0041"]"#] {
             let o = out(s).expect("valid");
             let v: serde_json::Value = serde_json::from_str(&o).expect("serde reads the output");
@@ -629,8 +762,14 @@ mod tests {
 
     #[test]
     fn out_of_range_numbers_become_strings() {
-        assert_eq!(out(r#"{"size":1e999999}"#).as_deref(), Some(r#"{"size":"1e999999"}"#));
-        assert_eq!(out("[1e1001,-1E+1001,1e-1001]").as_deref(), Some(r#"["1e1001","-1E+1001","1e-1001"]"#));
+        assert_eq!(
+            out(r#"{"size":1e999999}"#).as_deref(),
+            Some(r#"{"size":"1e999999"}"#)
+        );
+        assert_eq!(
+            out("[1e1001,-1E+1001,1e-1001]").as_deref(),
+            Some(r#"["1e1001","-1E+1001","1e-1001"]"#)
+        );
         assert_eq!(out("[0e999999]").as_deref(), Some(r#"["0e999999"]"#));
         assert_eq!(out("[1.8e308]").as_deref(), Some(r#"["1.8e308"]"#));
         let big = format!("[{}]", "9".repeat(400));
@@ -638,11 +777,38 @@ mod tests {
         let scale = format!("[0.{}]", "1".repeat(16384));
         assert_eq!(out(&scale), Some(format!("[\"0.{}\"]", "1".repeat(16384))));
         // Within every limit: unchanged.
-        for s in ["[1e307]", "[1e-1000]", "[0e1000]", "[0.001e310]", "[123456789012345678901234567890]", "[-0]", "[0.000001e-400]"] {
+        for s in [
+            "[1e307]",
+            "[1e-1000]",
+            "[0e1000]",
+            "[0.001e310]",
+            "[123456789012345678901234567890]",
+            "[-0]",
+            "[0.000001e-400]",
+        ] {
             assert_eq!(out(s).as_deref(), Some(s), "{s}");
         }
         let scale = format!("[0.{}]", "1".repeat(16383));
         assert_eq!(out(&scale), Some(scale.clone()));
+    }
+
+    #[test]
+    fn swar_finds_every_stop_byte() {
+        for stop in (0u8..0x20).chain([b'"', b'\\']) {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = stop;
+                assert!(swar_has_stop(u64::from_le_bytes(w)), "{stop:#x} at {pos}");
+            }
+        }
+        for c in 0x20u8..=0xff {
+            if c != b'"' && c != b'\\' {
+                assert!(!swar_has_stop(u64::from_le_bytes([c; 8])), "{c:#x}");
+            }
+        }
+        assert!(!swar_has_stop(u64::from_le_bytes(
+            *"é😀ab".as_bytes().first_chunk().expect("8")
+        )));
     }
 
     #[test]
@@ -677,10 +843,14 @@ mod tests {
 
     #[test]
     fn members_of_top_level_object() {
-        let s = r#" { "Message" : "m" , "x":{"Event":1},"Event":"<E/>", "n": [1, {"a":2}] ,"z":3} "#;
+        let s =
+            r#" { "Message" : "m" , "x":{"Event":1},"Event":"<E/>", "n": [1, {"a":2}] ,"z":3} "#;
         let mut m = Vec::new();
         check(s.as_bytes(), Some(&mut m)).expect("valid");
-        let got: Vec<(&str, &str)> = m.iter().map(|m| (&s[m.key.0..m.key.1], &s[m.value.0..m.value.1])).collect();
+        let got: Vec<(&str, &str)> = m
+            .iter()
+            .map(|m| (&s[m.key.0..m.key.1], &s[m.value.0..m.value.1]))
+            .collect();
         assert_eq!(
             got,
             [
@@ -702,10 +872,19 @@ mod tests {
     fn decodes_strings() {
         let d = |s: &str| decode_string(s).map(Cow::into_owned);
         assert_eq!(d(r#""plain""#).as_deref(), Some("plain"));
-        assert_eq!(d(r#""a\"b\\c\/d\b\f\n\r\t""#).as_deref(), Some("a\"b\\c/d\u{8}\u{c}\n\r\t"));
+        assert_eq!(
+            d(r#""a\"b\\c\/d\b\f\n\r\t""#).as_deref(),
+            Some("a\"b\\c/d\u{8}\u{c}\n\r\t")
+        );
         assert_eq!(d(r#""\u00e9\ud83d\ude00""#).as_deref(), Some("é😀"));
-        assert_eq!(d(r#""\u0000\ud800x\udc00""#).as_deref(), Some("\u{FFFD}\u{FFFD}x\u{FFFD}"));
-        assert_eq!(d(r#""C:\\Windows\\System32""#).as_deref(), Some(r"C:\Windows\System32"));
+        assert_eq!(
+            d(r#""\u0000\ud800x\udc00""#).as_deref(),
+            Some("\u{FFFD}\u{FFFD}x\u{FFFD}")
+        );
+        assert_eq!(
+            d(r#""C:\\Windows\\System32""#).as_deref(),
+            Some(r"C:\Windows\System32")
+        );
     }
 
     #[test]

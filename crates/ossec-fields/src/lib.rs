@@ -1,6 +1,6 @@
 //! Structured fields of agent events: what goes to `events.data`.
 //!
-//! [`derive`] looks at one event (`queue:location:message`, already split)
+//! [`derive()`] looks at one event (`queue:location:message`, already split)
 //! and appends the JSON text of its `data` column, or nothing:
 //!
 //! 1. Queue `f` (Windows eventchannel; Wazuh's analysisd dispatches on the
@@ -10,10 +10,11 @@
 //!    envelope that is valid JSON without a string `Event` is stored as
 //!    JSON ([`Outcome::Json`]).
 //! 2. Any other queue, a message that starts (after ASCII whitespace) with
-//!    `{`: a valid JSON object is stored ([`Outcome::Json`]), anything else
-//!    is [`Outcome::JsonInvalid`]. One that starts with `[`: a valid JSON
-//!    array is stored; otherwise it is text (an apache or macOS log line
-//!    starts with `[` too) and goes to step 3.
+//!    `{`, or with `[` then `{`, `[`, `"` or `]`: a valid JSON object or
+//!    array is stored ([`Outcome::Json`]), anything else is
+//!    [`Outcome::JsonInvalid`]. Any other `[…` message is stored if it is a
+//!    valid JSON array (`[1,2]`), and is otherwise text that goes to step 3
+//!    (`[INFO] …`, apache's `[Fri Feb 11 18:06:35 2004] …`).
 //! 3. Text: the syslog predecoder's `{"predecoder":{"timestamp",
 //!    "hostname","program_name","pid"}}` ([`Outcome::Syslog`]), or nothing
 //!    ([`Outcome::None`]).
@@ -23,11 +24,23 @@
 //! unpaired surrogate escape, no number outside `numeric`/`f64` range,
 //! nesting at most [`MAX_JSON_DEPTH`]. For JSON payloads the output is the
 //! original bytes (without surrounding whitespace) in all but hostile
-//! cases, where only the offending escapes or numbers are rewritten (see
-//! [`json`](crate::MAX_JSON_DEPTH) rules in `docs/fields.md`).
+//! cases, where only the offending escapes or numbers are rewritten (the
+//! rules are in `docs/fields.md`).
 //!
 //! Pure functions: no I/O, no clock, no global state; time and memory are
 //! linear in the message size.
+
+// No panics on input: the library code neither indexes nor unwraps.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 mod eventchannel;
 mod json;
@@ -36,7 +49,7 @@ mod syslog;
 pub use eventchannel::{MAX_XML_ATTRIBUTES, MAX_XML_DEPTH, MAX_XML_TEXT};
 pub use json::MAX_DEPTH as MAX_JSON_DEPTH;
 
-/// What [`derive`] found in a message.
+/// What [`derive()`] found in a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// No structured data: `data` stays NULL. Nothing was appended.
@@ -57,9 +70,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether [`derive`] appended data (`Json`, `EventChannel`, `Syslog`).
+    /// Whether [`derive()`] appended data (`Json`, `EventChannel`, `Syslog`).
     pub fn has_data(self) -> bool {
-        matches!(self, Outcome::Json | Outcome::EventChannel | Outcome::Syslog)
+        matches!(
+            self,
+            Outcome::Json | Outcome::EventChannel | Outcome::Syslog
+        )
     }
 }
 
@@ -90,16 +106,18 @@ fn derive_inner(queue: u8, message: &[u8], out: &mut Vec<u8>) -> Outcome {
         return eventchannel::derive(message, out);
     }
     match json::shape(message) {
-        Some(b'{') => match json::derive(message, out) {
-            Ok(()) => return Outcome::Json,
-            Err(json::Invalid) => return Outcome::JsonInvalid,
-        },
-        Some(_) => {
+        json::Shape::Json => {
+            return match json::derive(message, out) {
+                Ok(()) => Outcome::Json,
+                Err(json::Invalid) => Outcome::JsonInvalid,
+            }
+        }
+        json::Shape::Bracket => {
             if json::derive(message, out).is_ok() {
                 return Outcome::Json;
             }
         }
-        None => {}
+        json::Shape::Text => {}
     }
     if syslog::derive(message, out) {
         Outcome::Syslog

@@ -30,7 +30,10 @@ pub(crate) struct Header<'a> {
 
 impl Header<'_> {
     fn is_empty(&self) -> bool {
-        self.timestamp.is_none() && self.hostname.is_none() && self.program_name.is_none() && self.pid.is_none()
+        self.timestamp.is_none()
+            && self.hostname.is_none()
+            && self.program_name.is_none()
+            && self.pid.is_none()
     }
 }
 
@@ -65,7 +68,21 @@ pub(crate) fn derive(message: &[u8], out: &mut Vec<u8>) -> bool {
 /// Wazuh's `isValidChar` (`hostname_map` in `os_regex_maps.c`):
 /// `a-z A-Z 0-9 ( ) - . / @ _`.
 fn valid(c: Option<&u8>) -> bool {
-    matches!(c, Some(b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'(' | b')' | b'-' | b'.' | b'/' | b'@' | b'_'))
+    matches!(
+        c,
+        Some(
+            b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'('
+            | b')'
+            | b'-'
+            | b'.'
+            | b'/'
+            | b'@'
+            | b'_',
+        )
+    )
 }
 
 /// `b[i] == c`, false past the end.
@@ -90,7 +107,12 @@ pub(crate) fn parse(line: &[u8]) -> Option<Header<'_>> {
         Some((rest, false)) => wazuh(rest)?,
         None => wazuh(line)?,
     };
-    for v in [&mut h.timestamp, &mut h.hostname, &mut h.program_name, &mut h.pid] {
+    for v in [
+        &mut h.timestamp,
+        &mut h.hostname,
+        &mut h.program_name,
+        &mut h.pid,
+    ] {
         if v.is_some_and(<[u8]>::is_empty) {
             *v = None;
         }
@@ -127,7 +149,10 @@ fn rfc5424(rest: &[u8]) -> Option<Header<'_>> {
     let app = fields.next()?;
     let procid = fields.next()?;
     let msgid = fields.next()?;
-    if [timestamp, hostname, app, procid, msgid].iter().any(|f| f.is_empty()) {
+    if [timestamp, hostname, app, procid, msgid]
+        .iter()
+        .any(|f| f.is_empty())
+    {
         return None;
     }
     let nil = |f: &'_ [u8]| -> bool { f == b"-" };
@@ -170,7 +195,12 @@ fn iso8601(b: &[u8]) -> Option<usize> {
     if at(b, i, b'Z') {
         i += 1;
     } else if at(b, i, b'+') || at(b, i, b'-') {
-        if digit(b, i + 1) && digit(b, i + 2) && at(b, i + 3, b':') && digit(b, i + 4) && digit(b, i + 5) {
+        if digit(b, i + 1)
+            && digit(b, i + 2)
+            && at(b, i + 3, b':')
+            && digit(b, i + 4)
+            && digit(b, i + 5)
+        {
             i += 6;
         } else if digit(b, i + 1) && digit(b, i + 2) && digit(b, i + 3) && digit(b, i + 4) {
             i += 5;
@@ -254,7 +284,11 @@ fn wazuh(p: &[u8]) -> Option<Header<'_>> {
 fn host_and_program(b: &[u8]) -> Header<'_> {
     let mut h = Header::default();
     // One extra space is allowed.
-    let b = if at(b, 0, b' ') { b.get(1..).unwrap_or_default() } else { b };
+    let b = if at(b, 0, b' ') {
+        b.get(1..).unwrap_or_default()
+    } else {
+        b
+    };
     let mut i = 0;
     while valid(b.get(i)) {
         i += 1;
@@ -287,7 +321,9 @@ fn host_and_program(b: &[u8]) -> Header<'_> {
                 h.pid = b.get(s..j);
             }
         }
-        Some(b'|') if matches!(b.get(i + 1), Some(b'a'..=b'z')) => aix(b.get(i + 2..).unwrap_or_default(), &mut h),
+        Some(b'|') if matches!(b.get(i + 1), Some(b'a'..=b'z')) => {
+            aix(b.get(i + 2..).unwrap_or_default(), &mut h)
+        }
         _ => {}
     }
     h
@@ -335,7 +371,12 @@ fn aix<'a>(b: &'a [u8], h: &mut Header<'a>) {
 /// host but no timestamp).
 fn timestamp_only(p: &[u8]) -> Option<Header<'_>> {
     let len = p.len();
-    let ts = |s: usize, e: usize| Some(Header { timestamp: p.get(s..e), ..Header::default() });
+    let ts = |s: usize, e: usize| {
+        Some(Header {
+            timestamp: p.get(s..e),
+            ..Header::default()
+        })
+    };
     // xferlog: "Mon Apr 17 18:27:14 2006 1 64.160.42.130"
     if len >= 28
         && at(p, 3, b' ')
@@ -423,14 +464,21 @@ fn asl(b: &[u8]) -> Option<Header<'_>> {
     loop {
         i += 1;
         let rest = b.get(i..)?;
-        let close = |from: usize| rest.get(from..)?.iter().position(|&c| c == b']').map(|p| from + p);
+        let close = |from: usize| {
+            rest.get(from..)?
+                .iter()
+                .position(|&c| c == b']')
+                .map(|p| from + p)
+        };
         if h.program_name.is_none() && rest.starts_with(b"Sender ") {
             let e = close(7)?;
             h.program_name = rest.get(7..e);
             i += e + 1;
         } else if h.pid.is_none() && rest.starts_with(b"PID ") {
             if let Some(e) = close(4) {
-                let pid = rest.get(4..e).filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+                let pid = rest
+                    .get(4..e)
+                    .filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
                 h.pid = pid;
                 i += e + 1;
             }
@@ -482,7 +530,12 @@ mod tests {
         // Single-digit day padded with a space; postfix-style program path.
         assert_eq!(
             fields("Nov  9 10:00:01 mail postfix/smtpd[77]: connect from x"),
-            Some([Some("Nov  9 10:00:01"), Some("mail"), Some("postfix/smtpd"), Some("77")])
+            Some([
+                Some("Nov  9 10:00:01"),
+                Some("mail"),
+                Some("postfix/smtpd"),
+                Some("77")
+            ])
         );
         // "prog[pid] msg" without the colon (Wazuh accepts it).
         assert_eq!(
@@ -490,7 +543,10 @@ mod tests {
             Some([Some("Nov 29 10:00:01"), Some("h"), Some("ntpd"), Some("42")])
         );
         // No space after the colon.
-        assert_eq!(fields("Nov 29 10:00:01 h cron:msg"), Some([Some("Nov 29 10:00:01"), Some("h"), Some("cron"), None]));
+        assert_eq!(
+            fields("Nov 29 10:00:01 h cron:msg"),
+            Some([Some("Nov 29 10:00:01"), Some("h"), Some("cron"), None])
+        );
     }
 
     #[test]
@@ -501,12 +557,24 @@ mod tests {
             Some([Some("Nov 29 10:00:01"), None, Some("sshd"), None])
         );
         // A host, then something that is not a program name.
-        assert_eq!(fields("Nov 29 10:00:01 web-01 --- MARK ---"), Some([Some("Nov 29 10:00:01"), Some("web-01"), None, None]));
-        assert_eq!(fields("Nov 29 10:00:01 web-01 x[12: y"), Some([Some("Nov 29 10:00:01"), Some("web-01"), None, None]));
+        assert_eq!(
+            fields("Nov 29 10:00:01 web-01 --- MARK ---"),
+            Some([Some("Nov 29 10:00:01"), Some("web-01"), None, None])
+        );
+        assert_eq!(
+            fields("Nov 29 10:00:01 web-01 x[12: y"),
+            Some([Some("Nov 29 10:00:01"), Some("web-01"), None, None])
+        );
         // An invalid host: the timestamp alone.
-        assert_eq!(fields("Nov 29 10:00:01 wéb msg here"), Some([Some("Nov 29 10:00:01"), None, None, None]));
+        assert_eq!(
+            fields("Nov 29 10:00:01 wéb msg here"),
+            Some([Some("Nov 29 10:00:01"), None, None, None])
+        );
         // Nothing after the host: Wazuh drops the host too.
-        assert_eq!(fields("Nov 29 10:00:01 h"), Some([Some("Nov 29 10:00:01"), None, None, None]));
+        assert_eq!(
+            fields("Nov 29 10:00:01 h"),
+            Some([Some("Nov 29 10:00:01"), None, None, None])
+        );
     }
 
     #[test]
@@ -515,34 +583,67 @@ mod tests {
         let cases: [(&str, [Option<&str>; 4]); 6] = [
             (
                 "2015 Dec 29 10:00:01 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2015 Dec 29 10:00:01"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2015 Dec 29 10:00:01"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
             (
                 "2021-04-21 10:16:09.404756-0700 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2021-04-21 10:16:09.404756-0700"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2021-04-21 10:16:09.404756-0700"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
             (
                 "2015-04-16 21:51:02,805 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2015-04-16 21:51:02,805"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2015-04-16 21:51:02,805"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
             (
                 "2007-06-14T15:48:55-04:00 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2007-06-14T15:48:55-04:00"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2007-06-14T15:48:55-04:00"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
             (
                 "2009-05-22T09:36:46.214994-07:00 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2009-05-22T09:36:46.214994-07:00"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2009-05-22T09:36:46.214994-07:00"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
             (
                 "2022-12-19T15:02:53.288+00:00 wazuh-agent01 AUTH:INFO sshd[223468]: LOG BODY",
-                [Some("2022-12-19T15:02:53.288+00:00"), Some("wazuh-agent01"), Some("AUTH"), None],
+                [
+                    Some("2022-12-19T15:02:53.288+00:00"),
+                    Some("wazuh-agent01"),
+                    Some("AUTH"),
+                    None,
+                ],
             ),
         ];
         for (line, want) in cases {
             assert_eq!(fields(line), Some(want), "{line}");
         }
         let asl = "[Time 2006.12.28 15:53:55 UTC] [Facility auth] [Sender sshd] [PID 483] [Message error: PAM: Authentication failure for username from 192.168.0.2] [Level 3] [UID -2] [GID -2] [Host Hostname]";
-        assert_eq!(fields(asl), Some([None, Some("Hostname"), Some("sshd"), Some("483")]));
+        assert_eq!(
+            fields(asl),
+            Some([None, Some("Hostname"), Some("sshd"), Some("483")])
+        );
         for (line, ts) in [
             ("[Fri Feb 11 18:06:35 2004] [Facility auth] [Sender sshd] [PID 483] [Message error: PAM: Authentication failure for username from 192.168.0.2] [Level 3] [UID -2] [GID -2] [Host Hostname]", "Fri Feb 11 18:06:35 2004"),
             ("01/28/1979-09:13:16.240702  [Facility auth] [Sender sshd] [PID 483] [Message error: PAM: Authentication failure for username from 192.168.0.2] [Level 3] [UID -2] [GID -2] [Host Hostname]", "01/28/1979-09:13:16.240702"),
@@ -558,10 +659,21 @@ mod tests {
     fn iso_forms_beyond_wazuh_offsets() {
         assert_eq!(
             fields("2021-06-25T18:33:57.953556700Z host app: x"),
-            Some([Some("2021-06-25T18:33:57.953556700Z"), Some("host"), Some("app"), None])
+            Some([
+                Some("2021-06-25T18:33:57.953556700Z"),
+                Some("host"),
+                Some("app"),
+                None
+            ])
         );
-        assert_eq!(fields("2021-06-25T18:33:57Z h p: x"), Some([Some("2021-06-25T18:33:57Z"), Some("h"), Some("p"), None]));
-        assert_eq!(fields("2021-06-25T18:33:57 h p[9]: x"), Some([Some("2021-06-25T18:33:57"), Some("h"), Some("p"), Some("9")]));
+        assert_eq!(
+            fields("2021-06-25T18:33:57Z h p: x"),
+            Some([Some("2021-06-25T18:33:57Z"), Some("h"), Some("p"), None])
+        );
+        assert_eq!(
+            fields("2021-06-25T18:33:57 h p[9]: x"),
+            Some([Some("2021-06-25T18:33:57"), Some("h"), Some("p"), Some("9")])
+        );
     }
 
     #[test]
@@ -576,16 +688,29 @@ mod tests {
         );
         assert_eq!(
             fields("<34>1 2003-10-11T22:14:15.003Z host app 1234 ID47 - msg"),
-            Some([Some("2003-10-11T22:14:15.003Z"), Some("host"), Some("app"), Some("1234")])
+            Some([
+                Some("2003-10-11T22:14:15.003Z"),
+                Some("host"),
+                Some("app"),
+                Some("1234")
+            ])
         );
         assert_eq!(fields("<34>1 - - - - -"), None);
-        assert_eq!(fields("<34>1 - host - - -"), Some([None, Some("host"), None, None]));
+        assert_eq!(
+            fields("<34>1 - host - - -"),
+            Some([None, Some("host"), None, None])
+        );
         // Not 5424 after all: a bad timestamp, then no other form either.
         assert_eq!(fields("<34>1 yesterday host app 1 x msg"), None);
         // <PRI> before an RFC 3164 header.
         assert_eq!(
             fields("<13>Nov 29 10:00:01 web-01 sshd[1]: x"),
-            Some([Some("Nov 29 10:00:01"), Some("web-01"), Some("sshd"), Some("1")])
+            Some([
+                Some("Nov 29 10:00:01"),
+                Some("web-01"),
+                Some("sshd"),
+                Some("1")
+            ])
         );
         assert_eq!(fields("<999>Nov 29 10:00:01 web-01 sshd[1]: x"), None);
     }
@@ -617,7 +742,12 @@ mod tests {
     fn aix() {
         assert_eq!(
             fields("Nov 29 10:00:01 aixhost auth|security:info sshd[99]: x"),
-            Some([Some("Nov 29 10:00:01"), Some("aixhost"), Some("sshd"), Some("99")])
+            Some([
+                Some("Nov 29 10:00:01"),
+                Some("aixhost"),
+                Some("sshd"),
+                Some("99")
+            ])
         );
         assert_eq!(
             fields("Nov 29 10:00:01 aixhost auth|security:info su: x"),
@@ -627,7 +757,10 @@ mod tests {
 
     #[test]
     fn nul_ends_the_line_and_bytes_are_lossy() {
-        assert_eq!(fields("Nov 29 10:00:01 h p: x\0junk"), Some([Some("Nov 29 10:00:01"), Some("h"), Some("p"), None]));
+        assert_eq!(
+            fields("Nov 29 10:00:01 h p: x\0junk"),
+            Some([Some("Nov 29 10:00:01"), Some("h"), Some("p"), None])
+        );
         assert_eq!(parse(b"Nov 29 10:00\x001 h p: x"), None);
         let mut out = Vec::new();
         assert!(derive(b"N\xffv 29 10:00:01 h p: x", &mut out));
@@ -638,7 +771,10 @@ mod tests {
     #[test]
     fn output_shape() {
         let mut out = Vec::new();
-        assert!(derive(b"Nov 29 10:00:01 web-01 sshd[1234]: Failed", &mut out));
+        assert!(derive(
+            b"Nov 29 10:00:01 web-01 sshd[1234]: Failed",
+            &mut out
+        ));
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             r#"{"predecoder":{"timestamp":"Nov 29 10:00:01","hostname":"web-01","program_name":"sshd","pid":"1234"}}"#

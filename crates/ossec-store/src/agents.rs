@@ -83,8 +83,7 @@ pub struct AgentRecord {
     pub collector: Option<String>,
 }
 
-/// The store: PostgreSQL or SQLite.
-
+/// A timestamp column's text, from Unix µs.
 fn opt_ts(v: Option<i64>) -> Option<String> {
     v.map(format_micros)
 }

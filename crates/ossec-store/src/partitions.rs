@@ -332,7 +332,7 @@ impl Store {
                 // cutoff's day: every row in it is older than `days`.
                 let cutoff_day = day_of(cutoff_us);
                 for p in self.event_partitions().await? {
-                    if !p.end().is_some_and(|end| end <= cutoff_day) {
+                    if p.end().is_none_or(|end| end > cutoff_day) {
                         continue;
                     }
                     let name = p.name();

@@ -11,7 +11,8 @@ fn run(message: &[u8]) -> (Outcome, Option<Value>) {
     if out.is_empty() {
         return (outcome, None);
     }
-    let v = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+    let v = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
     (outcome, Some(v))
 }
 
@@ -72,7 +73,12 @@ fn event_4625() {
     });
     assert_eq!(system, &expected_system);
     let msg = system["message"].as_str().expect("message");
-    assert!(msg.starts_with("An account failed to log on.\r\n\r\nSubject:\r\n\tSecurity ID:\t\tS-1-5-18"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "An account failed to log on.\r\n\r\nSubject:\r\n\tSecurity ID:\t\tS-1-5-18"
+        ),
+        "{msg}"
+    );
     assert!(msg.contains(r"Caller Process Name:	C:\Windows\System32\svchost.exe"));
     assert_eq!(
         v["win"]["eventdata"],
@@ -134,7 +140,10 @@ fn event_4688_entities_are_unescaped() {
     let (_, v) = run(include_bytes!("../../testdata/eventchannel-4688.json"));
     let v = v.expect("data");
     let e = &v["win"]["eventdata"];
-    assert_eq!(e["commandLine"], r#"cmd.exe /c "whoami /all & net user" > C:\Temp\o.txt"#);
+    assert_eq!(
+        e["commandLine"],
+        r#"cmd.exe /c "whoami /all & net user" > C:\Temp\o.txt"#
+    );
     assert_eq!(e["newProcessName"], r"C:\Windows\System32\cmd.exe");
     assert_eq!(e["parentProcessName"], r"C:\Windows\explorer.exe");
     assert!(e.get("targetUserName").is_none());
@@ -183,10 +192,24 @@ fn event_7045() {
 #[test]
 fn key_order_follows_wazuh() {
     let mut out = Vec::new();
-    derive(include_bytes!("../../testdata/eventchannel-7045.json"), &mut out);
+    derive(
+        include_bytes!("../../testdata/eventchannel-7045.json"),
+        &mut out,
+    );
     let s = String::from_utf8(out).expect("utf8");
     let pos = |k: &str| s.find(&format!("\"{k}\"")).unwrap_or_else(|| panic!("{k}"));
-    let order = ["providerName", "eventID", "systemTime", "channel", "securityUserID", "severityValue", "message", "eventdata", "serviceName", "accountName"];
+    let order = [
+        "providerName",
+        "eventID",
+        "systemTime",
+        "channel",
+        "securityUserID",
+        "severityValue",
+        "message",
+        "eventdata",
+        "serviceName",
+        "accountName",
+    ];
     for w in order.windows(2) {
         assert!(pos(w[0]) < pos(w[1]), "{} before {}", w[0], w[1]);
     }
@@ -238,7 +261,11 @@ fn event_800_unnamed_data_and_binary() {
 #[test]
 fn severity_from_level_and_keywords() {
     let sev = |level: &str, keywords: &str| {
-        win(&event(&format!("<Level>{level}</Level><Keywords>{keywords}</Keywords>"), ""))["system"]["severityValue"].clone()
+        win(&event(
+            &format!("<Level>{level}</Level><Keywords>{keywords}</Keywords>"),
+            "",
+        ))["system"]["severityValue"]
+            .clone()
     };
     assert_eq!(sev("0", "0x8010000000000000"), "AUDIT_FAILURE");
     assert_eq!(sev("0", "0x8020000000000000"), "AUDIT_SUCCESS");
@@ -253,64 +280,126 @@ fn severity_from_level_and_keywords() {
     assert_eq!(sev(" 4x", "zz"), "INFORMATION");
     assert_eq!(sev("0", "-1"), "AUDIT_FAILURE"); // strtoull wraps
     assert_eq!(sev("0", "0xFFFFFFFFFFFFFFFFFF"), "AUDIT_FAILURE"); // overflow → ULLONG_MAX
-    // Without both Level and Keywords, no severity.
-    assert!(win(&event("<Level>4</Level>", ""))["system"].get("severityValue").is_none());
-    assert!(win(&event("<Keywords>0x0</Keywords>", ""))["system"].get("severityValue").is_none());
+                                                                   // Without both Level and Keywords, no severity.
+    assert!(win(&event("<Level>4</Level>", ""))["system"]
+        .get("severityValue")
+        .is_none());
+    assert!(win(&event("<Keywords>0x0</Keywords>", ""))["system"]
+        .get("severityValue")
+        .is_none());
 }
 
 #[test]
 fn system_rules() {
     // Empty elements: only Channel, Level and Keywords are kept empty.
-    let w = win(&event("<EventID></EventID><Task/><Channel/><Level/><Keywords></Keywords><Computer>c</Computer>", ""));
-    assert_eq!(w["system"], json!({"channel": "", "level": "", "keywords": "", "computer": "c", "severityValue": "UNKNOWN"}));
+    let w = win(&event(
+        "<EventID></EventID><Task/><Channel/><Level/><Keywords></Keywords><Computer>c</Computer>",
+        "",
+    ));
+    assert_eq!(
+        w["system"],
+        json!({"channel": "", "level": "", "keywords": "", "computer": "c", "severityValue": "UNKNOWN"})
+    );
     // Wazuh's own input tests (test_decoder_winevtchannel_input.c).
-    assert_eq!(win("<Event><System><TimeCreated></TimeCreated></System></Event>"), json!({"system": {}}));
-    assert_eq!(win("<Event><System><Execution></Execution></System></Event>"), json!({"system": {}}));
-    assert_eq!(win("<Event><System><Execution ProcessID='1'></Execution></System></Event>"), json!({"system": {"processID": "1"}}));
-    assert_eq!(win("<Event><System><Provider></Provider></System></Event>"), json!({"system": {}}));
+    assert_eq!(
+        win("<Event><System><TimeCreated></TimeCreated></System></Event>"),
+        json!({"system": {}})
+    );
+    assert_eq!(
+        win("<Event><System><Execution></Execution></System></Event>"),
+        json!({"system": {}})
+    );
+    assert_eq!(
+        win("<Event><System><Execution ProcessID='1'></Execution></System></Event>"),
+        json!({"system": {"processID": "1"}})
+    );
+    assert_eq!(
+        win("<Event><System><Provider></Provider></System></Event>"),
+        json!({"system": {}})
+    );
     assert_eq!(
         win("<Event><System><Provider First='1' Second='2' Third='3'></Provider><Provider Fourth='4'></Provider></System></Event>"),
         json!({"system": {}})
     );
     // TimeCreated: only a first attribute named SystemTime.
-    assert_eq!(win(&event("<TimeCreated Other='x' SystemTime='t'/>", ""))["system"], json!({}));
+    assert_eq!(
+        win(&event("<TimeCreated Other='x' SystemTime='t'/>", ""))["system"],
+        json!({})
+    );
     // Correlation is skipped; Execution reads ProcessID and ThreadID only.
     assert_eq!(
         win(&event("<Correlation ActivityID='{A}' RelatedActivityID='{B}'/><Execution ProcessID='4' ThreadID='8' ProcessorID='1' SessionID='0'/>", ""))["system"],
         json!({"processID": "4", "threadID": "8"})
     );
     // A Provider without attributes but with text: the generic rule.
-    assert_eq!(win(&event("<Provider>p</Provider>", ""))["system"], json!({"provider": "p"}));
+    assert_eq!(
+        win(&event("<Provider>p</Provider>", ""))["system"],
+        json!({"provider": "p"})
+    );
     // EventID Qualifiers is not read; unknown children keep their name.
-    assert_eq!(win(&event("<EventID Qualifiers='16384'>7045</EventID><Foo>bar</Foo>", ""))["system"], json!({"eventID": "7045", "foo": "bar"}));
+    assert_eq!(
+        win(&event(
+            "<EventID Qualifiers='16384'>7045</EventID><Foo>bar</Foo>",
+            ""
+        ))["system"],
+        json!({"eventID": "7045", "foo": "bar"})
+    );
     // Security UserID, Channel UserID.
     assert_eq!(
-        win(&event("<Channel UserID='u'>Security</Channel><Security UserID='S-1-5-18'/>", ""))["system"],
+        win(&event(
+            "<Channel UserID='u'>Security</Channel><Security UserID='S-1-5-18'/>",
+            ""
+        ))["system"],
         json!({"channel": "Security", "userID": "u", "securityUserID": "S-1-5-18"})
     );
     assert_eq!(win(&event("<Security/>", ""))["system"], json!({}));
     // System values are not trimmed; duplicates: the first wins.
-    assert_eq!(win(&event("<Computer>a  </Computer><Computer>b</Computer>", ""))["system"], json!({"computer": "a  "}));
+    assert_eq!(
+        win(&event("<Computer>a  </Computer><Computer>b</Computer>", ""))["system"],
+        json!({"computer": "a  "})
+    );
 }
 
 #[test]
 fn eventdata_rules() {
-    let ed = |data: &str| win(&event("", &format!("<EventData>{data}</EventData>"))).get("eventdata").cloned();
+    let ed = |data: &str| {
+        win(&event("", &format!("<EventData>{data}</EventData>")))
+            .get("eventdata")
+            .cloned()
+    };
     // Empty, "-" and "(NULL)" values are dropped.
     assert_eq!(ed("<Data Name='A'></Data><Data Name='B'/><Data Name='C'>-</Data><Data Name='D'>(NULL)</Data>"), None);
     // Trailing whitespace trimmed, never the first character.
-    assert_eq!(ed("<Data Name='A'>x \t\r\n</Data><Data Name='B'>   </Data>"), Some(json!({"a": "x", "b": " "})));
+    assert_eq!(
+        ed("<Data Name='A'>x \t\r\n</Data><Data Name='B'>   </Data>"),
+        Some(json!({"a": "x", "b": " "}))
+    );
     // Only the first letter is lower-cased; non-ASCII first letters stay.
-    assert_eq!(ed("<Data Name='IPAddress'>1</Data><Data Name='Épée'>2</Data>"), Some(json!({"iPAddress": "1", "Épée": "2"})));
+    assert_eq!(
+        ed("<Data Name='IPAddress'>1</Data><Data Name='Épée'>2</Data>"),
+        Some(json!({"iPAddress": "1", "Épée": "2"}))
+    );
     // Unnamed data joined with ", "; empty ones skipped.
-    assert_eq!(ed("<Data/><Data>a</Data><Data></Data><Data>-</Data><Data>b</Data>"), Some(json!({"data": "a, b"})));
+    assert_eq!(
+        ed("<Data/><Data>a</Data><Data></Data><Data>-</Data><Data>b</Data>"),
+        Some(json!({"data": "a, b"}))
+    );
     // Other elements under EventData: their own name.
-    assert_eq!(ed("<Binary>00FF</Binary><Other>o</Other>"), Some(json!({"binary": "00FF", "other": "o"})));
+    assert_eq!(
+        ed("<Binary>00FF</Binary><Other>o</Other>"),
+        Some(json!({"binary": "00FF", "other": "o"}))
+    );
     // An attribute other than Name: Wazuh names the field after its value.
     assert_eq!(ed("<Data Type='Kind'>v</Data>"), Some(json!({"kind": "v"})));
-    assert_eq!(ed("<Data Foo='first' Name='second'>v</Data>"), Some(json!({"first": "v", "second": "v"})));
+    assert_eq!(
+        ed("<Data Foo='first' Name='second'>v</Data>"),
+        Some(json!({"first": "v", "second": "v"}))
+    );
     // Duplicated names: the first wins.
-    assert_eq!(ed("<Data Name='Type'>0</Data><Data Name='Type'>1</Data>"), Some(json!({"type": "0"})));
+    assert_eq!(
+        ed("<Data Name='Type'>0</Data><Data Name='Type'>1</Data>"),
+        Some(json!({"type": "0"}))
+    );
     // An empty Name is a key like any other.
     assert_eq!(ed("<Data Name=''>0</Data>"), Some(json!({"": "0"})));
     // Category needs Level and Keywords (Wazuh computes it with severity).
@@ -327,9 +416,14 @@ fn eventdata_rules() {
     // auditPolicyChanges: at most four codes, unknown ones skipped.
     assert_eq!(
         ed("<Data Name='AuditPolicyChanges'>%%8448, %%8450,%%1, %%8451, %%8449</Data>"),
-        Some(json!({"auditPolicyChangesId": "%%8448, %%8450,%%1, %%8451, %%8449", "auditPolicyChanges": "Success removed, Failure removed, Failure added"}))
+        Some(
+            json!({"auditPolicyChangesId": "%%8448, %%8450,%%1, %%8451, %%8449", "auditPolicyChanges": "Success removed, Failure removed, Failure added"})
+        )
     );
-    assert_eq!(ed("<Data Name='AuditPolicyChanges'>%%1</Data>"), Some(json!({"auditPolicyChangesId": "%%1"})));
+    assert_eq!(
+        ed("<Data Name='AuditPolicyChanges'>%%1</Data>"),
+        Some(json!({"auditPolicyChangesId": "%%1"}))
+    );
 }
 
 #[test]
@@ -350,12 +444,18 @@ fn other_sections_become_an_extra_object() {
         "<EventID>1102</EventID>",
         "<UserData><LogFileCleared xmlns='http://manifests.microsoft.com/win/2004/08/windows/eventlog'><SubjectUserSid>S-1-5-21-1</SubjectUserSid><SubjectUserName>admin</SubjectUserName><SubjectDomainName>-</SubjectDomainName><Deeper><X>ignored</X></Deeper></LogFileCleared></UserData>",
     ));
-    assert_eq!(w["logFileCleared"], json!({"subjectUserSid": "S-1-5-21-1", "subjectUserName": "admin"}));
+    assert_eq!(
+        w["logFileCleared"],
+        json!({"subjectUserSid": "S-1-5-21-1", "subjectUserName": "admin"})
+    );
     // The name is the last element of the section; an empty one still shows.
     let w = win(&event("", "<UserData><A><X>1</X></A><B/></UserData>"));
     assert_eq!(w["b"], json!({"x": "1"}));
     // A section named like a Wazuh object does not replace it.
-    let w = win(&event("<EventID>1</EventID>", "<Other><System><EventID>2</EventID></System></Other>"));
+    let w = win(&event(
+        "<EventID>1</EventID>",
+        "<Other><System><EventID>2</EventID></System></Other>",
+    ));
     assert_eq!(w["system"]["eventID"], "1");
 }
 
@@ -364,29 +464,59 @@ fn message_rules() {
     // Absent: no key. A string: decoded, trailing whitespace removed.
     assert!(win("<Event/>")["system"].get("message").is_none());
     let one = |m: &[u8]| run(m).1.expect("data")["win"]["system"]["message"].clone();
-    assert_eq!(one(br#"{"Message":"a\u0000b\r\n","Event":"<Event/>"}"#), "a\u{FFFD}b");
+    assert_eq!(
+        one(br#"{"Message":"a\u0000b\r\n","Event":"<Event/>"}"#),
+        "a\u{FFFD}b"
+    );
     assert_eq!(one(br#"{"Message":"","Event":"<Event/>"}"#), "");
     // Not a string: its JSON text.
-    assert_eq!(one(br#"{"Message":{"a":[1,2]},"Event":"<Event/>"}"#), r#"{"a":[1,2]}"#);
+    assert_eq!(
+        one(br#"{"Message":{"a":[1,2]},"Event":"<Event/>"}"#),
+        r#"{"a":[1,2]}"#
+    );
     assert_eq!(one(br#"{"Message":12,"Event":"<Event/>"}"#), "12");
     // Keys are matched ignoring case (cJSON_GetObjectItem), the first one wins.
-    assert_eq!(one(br#"{"MESSAGE":"x","message":"y","event":"<Event/>","Event":"<bad"}"#), "x");
+    assert_eq!(
+        one(br#"{"MESSAGE":"x","message":"y","event":"<Event/>","Event":"<bad"}"#),
+        "x"
+    );
 }
 
 #[test]
 fn envelope_without_event_is_plain_json() {
-    for m in [&br#"{"Message":"m"}"#[..], br#"{"Event":12}"#, br#"[1,2]"#, br#"{}"#] {
+    for m in [
+        &br#"{"Message":"m"}"#[..],
+        br#"{"Event":12}"#,
+        br#"[1,2]"#,
+        br#"{}"#,
+    ] {
         let mut out = Vec::new();
-        assert_eq!(derive(m, &mut out), Outcome::Json, "{}", String::from_utf8_lossy(m));
+        assert_eq!(
+            derive(m, &mut out),
+            Outcome::Json,
+            "{}",
+            String::from_utf8_lossy(m)
+        );
         assert_eq!(out, m);
     }
 }
 
 #[test]
 fn invalid_envelope() {
-    for m in [&b"not json"[..], b"{\"Event\":\"<a/>\"", b"{\"Event\":\"\xff\"}", b"", b"  "] {
+    for m in [
+        &b"not json"[..],
+        b"{\"Event\":\"<a/>\"",
+        b"{\"Event\":\"\xff\"}",
+        b"",
+        b"  ",
+    ] {
         let mut out = Vec::new();
-        assert_eq!(derive(m, &mut out), Outcome::JsonInvalid, "{}", String::from_utf8_lossy(m));
+        assert_eq!(
+            derive(m, &mut out),
+            Outcome::JsonInvalid,
+            "{}",
+            String::from_utf8_lossy(m)
+        );
         assert!(out.is_empty());
     }
 }
@@ -417,7 +547,11 @@ fn invalid_xml() {
         "<Event><!-- unclosed comment </Event>",
     ] {
         let mut out = Vec::new();
-        assert_eq!(derive(&envelope(Some("m"), x), &mut out), Outcome::XmlInvalid, "{x:?}");
+        assert_eq!(
+            derive(&envelope(Some("m"), x), &mut out),
+            Outcome::XmlInvalid,
+            "{x:?}"
+        );
         assert!(out.is_empty());
     }
     // Comments, processing instructions and a declaration are fine.
@@ -427,22 +561,53 @@ fn invalid_xml() {
 #[test]
 fn limits() {
     let nest = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
-    assert_eq!(run(&envelope(None, &nest(MAX_XML_DEPTH))).0, Outcome::EventChannel);
-    assert_eq!(run(&envelope(None, &nest(MAX_XML_DEPTH + 1))).0, Outcome::XmlInvalid);
-    let attrs = |n: usize| format!("<Event{}/>", (0..n).map(|i| format!(" a{i}='x'")).collect::<String>());
-    assert_eq!(run(&envelope(None, &attrs(MAX_XML_ATTRIBUTES))).0, Outcome::EventChannel);
-    assert_eq!(run(&envelope(None, &attrs(MAX_XML_ATTRIBUTES + 1))).0, Outcome::XmlInvalid);
+    assert_eq!(
+        run(&envelope(None, &nest(MAX_XML_DEPTH))).0,
+        Outcome::EventChannel
+    );
+    assert_eq!(
+        run(&envelope(None, &nest(MAX_XML_DEPTH + 1))).0,
+        Outcome::XmlInvalid
+    );
+    let attrs = |n: usize| {
+        format!(
+            "<Event{}/>",
+            (0..n).map(|i| format!(" a{i}='x'")).collect::<String>()
+        )
+    };
+    assert_eq!(
+        run(&envelope(None, &attrs(MAX_XML_ATTRIBUTES))).0,
+        Outcome::EventChannel
+    );
+    assert_eq!(
+        run(&envelope(None, &attrs(MAX_XML_ATTRIBUTES + 1))).0,
+        Outcome::XmlInvalid
+    );
     let text = |n: usize| event(&format!("<Computer>{}</Computer>", "x".repeat(n)), "");
-    assert_eq!(run(&envelope(None, &text(MAX_XML_TEXT))).0, Outcome::EventChannel);
-    assert_eq!(run(&envelope(None, &text(MAX_XML_TEXT + 1))).0, Outcome::XmlInvalid);
+    assert_eq!(
+        run(&envelope(None, &text(MAX_XML_TEXT))).0,
+        Outcome::EventChannel
+    );
+    assert_eq!(
+        run(&envelope(None, &text(MAX_XML_TEXT + 1))).0,
+        Outcome::XmlInvalid
+    );
     // Text split by comments counts as one.
-    let split = event(&format!("<Computer>{0}<!---->{0}</Computer>", "x".repeat(MAX_XML_TEXT / 2 + 1)), "");
+    let split = event(
+        &format!(
+            "<Computer>{0}<!---->{0}</Computer>",
+            "x".repeat(MAX_XML_TEXT / 2 + 1)
+        ),
+        "",
+    );
     assert_eq!(run(&envelope(None, &split)).0, Outcome::XmlInvalid);
 }
 
 #[test]
 fn many_names_stay_linear() {
-    let data: String = (0..6000).map(|i| format!("<Data Name='N{i}'>v</Data><Data Name='N{i}'>w</Data>")).collect();
+    let data: String = (0..6000)
+        .map(|i| format!("<Data Name='N{i}'>v</Data><Data Name='N{i}'>w</Data>"))
+        .collect();
     let start = std::time::Instant::now();
     let w = win(&event("", &format!("<EventData>{data}</EventData>")));
     assert!(start.elapsed().as_millis() < 200);
@@ -466,6 +631,13 @@ fn helpers() {
     assert_eq!(lower_first("EventID"), "eventID");
     assert_eq!(lower_first("été"), "été");
     assert_eq!(lower_first(""), "");
-    assert_eq!(category(8276, 13312), (Some("Detailed Tracking"), Some("Process Creation")));
+    assert!(is_lower_first("CategoryId", "categoryId"));
+    assert!(is_lower_first("categoryId", "categoryId"));
+    assert!(!is_lower_first("CategoryID", "categoryId"));
+    assert!(!is_lower_first("", "c"));
+    assert_eq!(
+        category(8276, 13312),
+        (Some("Detailed Tracking"), Some("Process Creation"))
+    );
     assert_eq!(category(1, 13312), (None, None));
 }
