@@ -227,12 +227,18 @@ impl Store {
         if exists {
             return Ok(false);
         }
-        // No writer may add rows of that day to the default partition
-        // while they are moved out of it.
-        sqlx::query("LOCK TABLE events_default IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("locking events_default"))?;
+        // Tables in the order every writer locks them (the parent, then a
+        // partition), so that a COPY waits instead of deadlocking: no rows
+        // enter while the day's rows leave events_default.
+        for lock in [
+            "LOCK TABLE ONLY events IN SHARE ROW EXCLUSIVE MODE",
+            "LOCK TABLE events_default IN EXCLUSIVE MODE",
+        ] {
+            sqlx::query(lock)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("locking events for a new partition"))?;
+        }
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events_default WHERE received_at >= $1::timestamptz AND received_at < $2::timestamptz)",
         )
@@ -357,6 +363,11 @@ impl Store {
                         // Another collector dropped it first.
                         continue;
                     };
+                    // The parent first, as writers lock it.
+                    sqlx::query("LOCK TABLE ONLY events IN ACCESS EXCLUSIVE MODE")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("dropping a partition"))?;
                     sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
                         .execute(&mut *tx)
                         .await
