@@ -49,10 +49,10 @@ struct XmlInvalid;
 /// JSON but holds no string `Event` is stored as plain JSON (`Outcome::Json`).
 pub(crate) fn derive(message: &[u8], out: &mut Vec<u8>) -> Outcome {
     let mut members = Vec::with_capacity(4);
-    let Ok(checked) = json::check(message, Some(&mut members)) else {
+    let Ok(text) = std::str::from_utf8(message) else {
         return Outcome::JsonInvalid;
     };
-    let Ok(text) = std::str::from_utf8(message) else {
+    let Ok(checked) = json::check_str(text, Some(&mut members)) else {
         return Outcome::JsonInvalid;
     };
     // cJSON_GetObjectItem: the first member whose key matches ignoring
@@ -80,20 +80,32 @@ pub(crate) fn derive(message: &[u8], out: &mut Vec<u8>) -> Outcome {
         return Outcome::Json;
     };
     // Message: a string is decoded; any other JSON value is kept as its
-    // text, as Wazuh prints it (cJSON_PrintUnformatted).
-    let msg: Option<Cow<str>> = msg.map(|v| {
+    // text, as Wazuh prints it (cJSON_PrintUnformatted). A string whose
+    // escapes are those the output would use is copied as it is, trimmed.
+    let msg: Option<Message> = msg.map(|v| {
         if v.starts_with('"') {
-            json::decode_string(v).unwrap_or(Cow::Borrowed(""))
+            match json::escaped_trim_end_keep_first(v) {
+                Some(escaped) => Message::Escaped(escaped),
+                None => Message::Text(json::decode_string(v).unwrap_or(Cow::Borrowed(""))),
+            }
         } else {
-            Cow::Borrowed(v)
+            Message::Text(Cow::Borrowed(v))
         }
     });
     let Ok(mut win) = walk(&xml) else {
         return Outcome::XmlInvalid;
     };
-    win.finish(msg.as_deref().map(trim_end_keep_first));
+    win.finish(msg.as_ref());
     win.write(out);
     Outcome::EventChannel
+}
+
+/// The envelope's `Message`.
+enum Message<'a> {
+    /// The body of its JSON literal, trimmed, exactly as it is written.
+    Escaped(&'a str),
+    /// Its text (trimmed when it is added).
+    Text(Cow<'a, str>),
 }
 
 /// Fields of one object, in insertion order; the first value of a key wins
@@ -108,9 +120,19 @@ struct Fields {
     /// Built once the object is large, so that hostile events with
     /// thousands of names stay linear.
     index: Option<HashSet<String>>,
+    /// The entry of `list` whose value is held already JSON-escaped.
+    escaped: Option<usize>,
 }
 
 impl Fields {
+    fn with_capacity(text: usize, fields: usize) -> Fields {
+        Fields {
+            text: String::with_capacity(text),
+            list: Vec::with_capacity(fields),
+            ..Fields::default()
+        }
+    }
+
     fn key(&self, f: (usize, usize, usize)) -> &str {
         self.text.get(f.0..f.1).unwrap_or_default()
     }
@@ -136,9 +158,19 @@ impl Fields {
         self.commit(start, value);
     }
 
+    /// Adds `key: value` unless `key` is there already, `value` being the
+    /// body of a JSON string literal, written as it is.
+    fn insert_escaped(&mut self, key: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(key);
+        if self.commit(start, value) {
+            self.escaped = Some(self.list.len() - 1);
+        }
+    }
+
     /// The key was just pushed at `start..`: keep it with `value`, or drop
-    /// it if it is a duplicate.
-    fn commit(&mut self, start: usize, value: &str) {
+    /// it if it is a duplicate. Whether it was kept.
+    fn commit(&mut self, start: usize, value: &str) -> bool {
         let key_end = self.text.len();
         let key = self.text.get(start..key_end).unwrap_or_default();
         let duplicate = match &self.index {
@@ -150,7 +182,7 @@ impl Fields {
         };
         if duplicate {
             self.text.truncate(start);
-            return;
+            return false;
         }
         if self.index.is_none() && self.list.len() >= 32 {
             let set = self.list.iter().map(|&f| self.key(f).to_owned()).collect();
@@ -161,6 +193,7 @@ impl Fields {
         }
         self.text.push_str(value);
         self.list.push((start, key_end, self.text.len()));
+        true
     }
 
     fn is_empty(&self) -> bool {
@@ -175,7 +208,13 @@ impl Fields {
             }
             json::write_str(out, self.key(f));
             out.push(b':');
-            json::write_str(out, self.value(f));
+            if self.escaped == Some(n) {
+                out.push(b'"');
+                out.extend_from_slice(self.value(f).as_bytes());
+                out.push(b'"');
+            } else {
+                json::write_str(out, self.value(f));
+            }
         }
         out.push(b'}');
     }
@@ -312,7 +351,12 @@ fn walk(xml: &str) -> Result<Win, XmlInvalid> {
         config.expand_empty_elements = false;
         config.trim_text(false);
     }
-    let mut win = Win::default();
+    // Room for what a common event holds, so the buffers seldom grow.
+    let mut win = Win {
+        system: Fields::with_capacity(512, 24),
+        eventdata: Fields::with_capacity(xml.len() / 2, 32),
+        ..Win::default()
+    };
     let mut stack: Vec<Role> = Vec::with_capacity(8);
     let mut item = Open::default();
     let mut extra_item = Open::default();
@@ -538,7 +582,7 @@ impl Win {
     }
 
     /// The fields Wazuh adds after the walk, in its order.
-    fn finish(&mut self, message: Option<&str>) {
+    fn finish(&mut self, message: Option<&Message>) {
         if let (Some(level), Some(keywords)) = (&self.level, &self.keywords) {
             let severity = severity(level, keywords);
             self.system.insert("severityValue", severity);
@@ -558,8 +602,10 @@ impl Win {
                 self.eventdata.insert("auditPolicyChanges", &text);
             }
         }
-        if let Some(m) = message {
-            self.system.insert("message", m);
+        match message {
+            Some(Message::Escaped(m)) => self.system.insert_escaped("message", m),
+            Some(Message::Text(m)) => self.system.insert("message", trim_end_keep_first(m)),
+            None => {}
         }
         if !self.data.is_empty() {
             let data = std::mem::take(&mut self.data);

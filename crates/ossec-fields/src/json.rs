@@ -143,12 +143,20 @@ pub(crate) fn shape(message: &[u8]) -> Shape {
 /// Validates `b` as one JSON object or array (surrounded by optional JSON
 /// whitespace) under the storage rules. When `members` is given and the
 /// document is an object, its top-level members are pushed there.
-pub(crate) fn check(b: &[u8], mut members: Option<&mut Vec<Member>>) -> Result<Checked, Invalid> {
+pub(crate) fn check(b: &[u8], members: Option<&mut Vec<Member>>) -> Result<Checked, Invalid> {
     // serde_json and PostgreSQL both require UTF-8; std's validator has a
     // word-at-a-time ASCII fast path.
-    if std::str::from_utf8(b).is_err() {
-        return Err(Invalid);
-    }
+    let text = std::str::from_utf8(b).map_err(|_| Invalid)?;
+    check_str(text, members)
+}
+
+/// [`check`] of a text already known to be UTF-8 (so that a caller that
+/// needs the `&str` validates it once).
+pub(crate) fn check_str(
+    text: &str,
+    mut members: Option<&mut Vec<Member>>,
+) -> Result<Checked, Invalid> {
+    let b = text.as_bytes();
     let start = skip_ws(b, 0);
     if !matches!(b.get(start), Some(b'{') | Some(b'[')) {
         return Err(Invalid);
@@ -585,6 +593,66 @@ pub(crate) fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
         i += 2;
     }
     Some(Cow::Owned(s))
+}
+
+/// For a string literal `raw` (with its quotes) from a checked document:
+/// the body of what [`write_str`] writes for the decoded string with its
+/// trailing whitespace (C `isspace`) removed but never its first character,
+/// taken straight from `raw` (no quotes), when the escapes of `raw` are
+/// exactly those [`write_str`] would write (`\"`, `\\`, `\n`, `\r`,
+/// `\t`, `\b`, `\f`); `None` otherwise (a `\u` or `\/` escape).
+pub(crate) fn escaped_trim_end_keep_first(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let b = inner.as_bytes();
+    // End of the first token (byte or escape), end of the last one that is
+    // not whitespace.
+    let first_end = match b.first() {
+        None => 0,
+        Some(b'\\') => 2,
+        Some(_) => 1,
+    };
+    let mut keep_end = 0;
+    let mut i = 0;
+    loop {
+        // A run of plain bytes up to the next backslash: its last byte
+        // other than a space ends what is kept.
+        let run_end = find_backslash(b, i);
+        if let Some(p) = b.get(i..run_end)?.iter().rposition(|&c| c != b' ') {
+            keep_end = i + p + 1;
+        }
+        if run_end >= b.len() {
+            break;
+        }
+        match b.get(run_end + 1)? {
+            b'"' | b'\\' | b'b' => keep_end = run_end + 2,
+            b'n' | b'r' | b't' | b'f' => {}
+            _ => return None,
+        }
+        i = run_end + 2;
+    }
+    inner.get(..keep_end.max(first_end))
+}
+
+/// Position of the first `\\` in `b` at or after `i`, or `b.len()`.
+fn find_backslash(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ (LO * u64::from(b'\\'));
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 /// Appends `s` as a JSON string literal. NUL becomes U+FFFD (PostgreSQL's
