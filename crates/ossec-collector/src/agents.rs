@@ -11,12 +11,12 @@
 //! every event). Nothing here does I/O.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use ossec_proto::payload::Keepalive;
-use ossec_proto::{AesIv, Cipher, ClientKeys};
+use ossec_proto::{AesIv, Cipher, ClientKeys, RejectKind};
 use ossec_store::{AgentRecord, AgentStatus, CounterRow};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -44,6 +44,57 @@ pub struct AgentState {
     pub sync_tried_at: i64,
     /// The manager's counter of the last reply sent to this agent.
     pub sent: Option<ossec_proto::SenderCounter>,
+    /// Events accepted in the last hour, for the status page.
+    pub activity: Activity,
+}
+
+/// Events accepted from one agent over the last hour, in twelve 5-minute
+/// slots (a ring indexed by the slot number). Counting is a division and an
+/// add under the agent's lock, which the ingest path holds anyway; the sum
+/// covers the current slot and the 11 before it (55 to 60 minutes).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// The slot (Unix time / [`Activity::SLOT_US`]) of the newest count.
+    slot: i64,
+    counts: [u32; Activity::SLOTS],
+}
+
+impl Activity {
+    pub const SLOTS: usize = 12;
+    pub const SLOT_US: i64 = 300_000_000;
+
+    /// One event accepted at `now` (Unix µs). A clock that went back
+    /// counts into the newest slot.
+    #[inline]
+    pub fn event(&mut self, now: i64) {
+        let slot = now.div_euclid(Self::SLOT_US);
+        if slot > self.slot {
+            self.advance(slot);
+        }
+        let c = &mut self.counts[self.slot.rem_euclid(Self::SLOTS as i64) as usize];
+        *c = c.saturating_add(1);
+    }
+
+    #[cold]
+    fn advance(&mut self, slot: i64) {
+        if slot - self.slot >= Self::SLOTS as i64 {
+            self.counts = [0; Self::SLOTS];
+        } else {
+            for s in self.slot + 1..=slot {
+                self.counts[s.rem_euclid(Self::SLOTS as i64) as usize] = 0;
+            }
+        }
+        self.slot = slot;
+    }
+
+    /// Events in the hour up to `now`.
+    pub fn last_hour(&self, now: i64) -> u64 {
+        let slot = now.div_euclid(Self::SLOT_US).max(self.slot);
+        let oldest = slot - (Self::SLOTS as i64 - 1);
+        (oldest.max(self.slot - (Self::SLOTS as i64 - 1))..=self.slot)
+            .map(|s| u64::from(self.counts[s.rem_euclid(Self::SLOTS as i64) as usize]))
+            .sum()
+    }
 }
 
 /// One agent of client.keys.
@@ -62,6 +113,10 @@ pub struct Agent {
     /// Set when a control message moved the counters since the last spool
     /// sync (events carry their counters into the spool themselves).
     pub spool_moved: AtomicBool,
+    /// The last message of this agent that was rejected: `(Unix seconds
+    /// << 8) | (RejectKind index + 1)`, 0 for none. One store per reject,
+    /// no lock (a flood of bad messages must not contend with good ones).
+    last_reject: AtomicU64,
 }
 
 impl Agent {
@@ -78,7 +133,23 @@ impl Agent {
             touched: AtomicBool::new(false),
             counters_moved: AtomicBool::new(false),
             spool_moved: AtomicBool::new(false),
+            last_reject: AtomicU64::new(0),
         }
+    }
+
+    /// A message of this agent was rejected at `now` (Unix µs).
+    pub fn note_reject(&self, kind: RejectKind, now: i64) {
+        let secs = (now.max(0) / 1_000_000) as u64;
+        self.last_reject
+            .store(secs << 8 | (kind.index() as u64 + 1), Ordering::Relaxed);
+    }
+
+    /// The kind and time (Unix seconds) of the last rejected message.
+    pub fn last_reject(&self) -> Option<(RejectKind, i64)> {
+        let v = self.last_reject.load(Ordering::Relaxed);
+        let i = (v & 0xff) as usize;
+        let kind = *RejectKind::ALL.get(i.checked_sub(1)?)?;
+        Some((kind, (v >> 8) as i64))
     }
 
     /// An agent with no stored record: counters read from the store
@@ -432,6 +503,40 @@ mod tests {
         assert_eq!(fast[0].id, "002");
         assert_eq!(fast[0].status, AgentStatus::Active);
         assert!(t.take_dirty(true).is_empty());
+    }
+
+    #[test]
+    fn activity_counts_the_last_hour() {
+        let slot = Activity::SLOT_US;
+        let t0 = 1_800_000_000 * 1_000_000;
+        let mut a = Activity::default();
+        a.event(t0);
+        a.event(t0 + 1);
+        assert_eq!(a.last_hour(t0 + 2), 2);
+        a.event(t0 + 11 * slot);
+        assert_eq!(a.last_hour(t0 + 11 * slot), 3);
+        // The first slot leaves the hour.
+        assert_eq!(a.last_hour(t0 + 12 * slot), 1);
+        a.event(t0 + 13 * slot);
+        assert_eq!(a.last_hour(t0 + 13 * slot), 2);
+        // A clock that went back counts in the newest slot.
+        a.event(t0);
+        assert_eq!(a.last_hour(t0 + 13 * slot), 3);
+        // Long silence: nothing left.
+        assert_eq!(a.last_hour(t0 + 40 * slot), 0);
+        a.event(t0 + 40 * slot);
+        assert_eq!(a.last_hour(t0 + 40 * slot), 1);
+    }
+
+    #[test]
+    fn last_reject_is_kept_per_agent() {
+        let t = table();
+        let a = &t.snapshot().agents[0];
+        assert_eq!(a.last_reject(), None);
+        a.note_reject(RejectKind::Decrypt, 1_800_000_000_500_000);
+        assert_eq!(a.last_reject(), Some((RejectKind::Decrypt, 1_800_000_000)));
+        a.note_reject(RejectKind::Replay, 1_800_000_001_000_000);
+        assert_eq!(a.last_reject(), Some((RejectKind::Replay, 1_800_000_001)));
     }
 
     #[test]

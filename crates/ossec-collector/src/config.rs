@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// Prometheus `/metrics` and `/health` address, or `off` [default: 127.0.0.1:9514].
     #[arg(long, env = "OSSEC_COLLECTOR_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// File whose first line is a token: every route of the metrics listener except `/health` (`/metrics`, the status page, `/api/…`) then requires `Authorization: Bearer <token>` [default: none: open to whoever reaches the listener, warned unless on loopback].
+    #[arg(long, env = "OSSEC_COLLECTOR_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// `text` or `json` [default: text].
     #[arg(
         long,
@@ -244,6 +247,8 @@ pub struct Settings {
     pub flush_interval: Duration,
     pub udp_workers: usize,
     pub metrics_listen: Option<SocketAddr>,
+    /// `--http-token-file`.
+    pub http_token_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub keys_poll_interval: Duration,
@@ -347,6 +352,7 @@ impl Default for Settings {
                 .map(|n| n.get())
                 .unwrap_or(2),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9514))),
+            http_token_file: None,
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(30),
             keys_poll_interval: Duration::from_secs(10),
@@ -547,6 +553,7 @@ impl ServeArgs {
             flush_interval: Duration::from_millis(flush),
             udp_workers: pick!(udp_workers).unwrap_or(d.udp_workers).clamp(1, 64),
             metrics_listen,
+            http_token_file: pick!(http_token_file).filter(|p| !p.as_os_str().is_empty()),
             log_format: pick!(log_format).unwrap_or_default(),
             shutdown_timeout: secs(pick!(shutdown_timeout), d.shutdown_timeout),
             keys_poll_interval: secs(pick!(keys_poll_interval), d.keys_poll_interval),

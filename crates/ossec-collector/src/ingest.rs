@@ -232,6 +232,7 @@ impl Ingest {
         let opened = match decoder.open(&entry.agent_key, sealed) {
             Ok(o) => o,
             Err(r) => {
+                agent.note_reject(r.kind, now);
                 match ossec_proto::keys::key_problem(&entry.key) {
                     Some(hint) => {
                         let detail = format!("{} ({hint})", r.detail);
@@ -269,6 +270,7 @@ impl Ingest {
                 );
             }
             drop(st);
+            agent.note_reject(RejectKind::Replay, now);
             m.rejected(
                 RejectKind::Replay,
                 Some(&agent.id),
@@ -292,6 +294,7 @@ impl Ingest {
         let mut dirty = contact_changed;
         match classify(opened.payload) {
             Ok(Payload::Event(e)) => {
+                st.activity.event(now);
                 drop(st);
                 out.event = Some(EventRow {
                     received_at: now,
@@ -352,6 +355,7 @@ impl Ingest {
             }
             Err(r) => {
                 drop(st);
+                agent.note_reject(r.kind, now);
                 m.rejected(r.kind, Some(&agent.id), origin.peer, t, &r.detail);
             }
         }

@@ -10,10 +10,12 @@
 pub mod agents;
 pub mod config;
 pub mod enroll;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod keysync;
 pub mod metrics;
+pub mod procstat;
 pub mod proxy;
 pub mod segments;
 pub mod server;

@@ -1,19 +1,28 @@
 //! Every counter of the collector, the rate-limited logging of rejects and
-//! drops, and the Prometheus text rendering.
+//! drops, and the Prometheus exposition (`prometheus-client`'s text
+//! encoder over a collector that reads these atomics at scrape time; the
+//! names, types, labels and HELP texts are a contract, checked against
+//! `tests/fixtures/metrics-contract.txt`).
 //!
 //! The hot path only increments atomics (`metrics.rejected(kind, …)` never
 //! formats a string unless a log line is due). Log lines for rejects are
 //! limited to one per kind per [`LOG_EVERY_SECS`], each saying how many were
 //! suppressed, so a flood of garbage yields a few summary lines.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use ossec_proto::RejectKind;
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 /// Seconds between two log lines about the same kind of reject or drop.
 pub const LOG_EVERY_SECS: i64 = 10;
@@ -135,6 +144,9 @@ pub struct Metrics {
     batch_buckets: [AtomicU64; 12],
     batch_count: AtomicU64,
     batch_sum_us: AtomicU64,
+    /// The last [`RECENT_BATCHES`] batch commits (Unix µs, seconds), for
+    /// the status page's p50/p99.
+    recent_batches: Mutex<VecDeque<(i64, f32)>>,
     pub key_reloads: AtomicU64,
     pub key_reload_errors: AtomicU64,
     pub agents_known: AtomicU64,
@@ -454,6 +466,13 @@ impl Metrics {
         self.events_stored.fetch_add(rows as u64, Relaxed);
         self.batch_count.fetch_add(1, Relaxed);
         self.batch_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
+        {
+            let mut recent = self.recent_batches.lock();
+            if recent.len() >= RECENT_BATCHES {
+                recent.pop_front();
+            }
+            recent.push_back((ossec_store::now_micros(), secs as f32));
+        }
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 self.batch_buckets[i].fetch_add(1, Relaxed);
@@ -461,377 +480,483 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition. `gauges` adds values computed at scrape
-    /// time (queue depth, agents by status).
+    /// Prometheus text exposition (format 0.0.4), rendered by
+    /// `prometheus-client` from a collector over these atomics. The
+    /// arguments are values computed at scrape time (queue depth, agents by
+    /// status).
     pub fn render(
-        &self,
+        self: &Arc<Self>,
         queue_depth: usize,
         queue_capacity: usize,
         agents_by_status: &[(&str, u64)],
     ) -> String {
-        let mut s = String::with_capacity(8192);
-        macro_rules! head {
-            ($name:expr, $kind:expr, $help:expr) => {
-                let _ = writeln!(s, "# HELP {} {}\n# TYPE {} {}", $name, $help, $name, $kind);
-            };
-        }
-        head!(
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Exposition {
+            metrics: self.clone(),
+            queue_depth,
+            queue_capacity,
+            agents_by_status: agents_by_status
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), *n))
+                .collect(),
+            process: crate::procstat::read(),
+        }));
+        let mut s = String::with_capacity(16384);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut s, &registry);
+        s
+    }
+
+    /// Every rejected message so far, by [`RejectKind::index`].
+    pub fn rejected_totals(&self) -> [u64; 8] {
+        std::array::from_fn(|i| self.rejected[i].load(Relaxed))
+    }
+
+    /// p50 and p99 of the batch commits of the last [`RECENT_BATCH_SECS`]
+    /// (at most the last [`RECENT_BATCHES`]), and how many there were.
+    pub fn recent_batch_latency(&self, now_us: i64) -> (Option<f64>, Option<f64>, usize) {
+        let cutoff = now_us - RECENT_BATCH_SECS * 1_000_000;
+        let mut v: Vec<f32> = self
+            .recent_batches
+            .lock()
+            .iter()
+            .filter(|(at, _)| *at >= cutoff)
+            .map(|(_, s)| *s)
+            .collect();
+        v.sort_by(f32::total_cmp);
+        let q = |p: f64| -> Option<f64> {
+            let last = v.len().checked_sub(1)?;
+            let i = ((last as f64) * p).round() as usize;
+            v.get(i.min(last)).map(|s| f64::from(*s))
+        };
+        (q(0.5), q(0.99), v.len())
+    }
+}
+
+/// Batch commits kept for the status page's latency figures.
+pub const RECENT_BATCHES: usize = 2048;
+/// …and how far back they count.
+pub const RECENT_BATCH_SECS: i64 = 300;
+
+/// The collector behind one scrape: the atomics of [`Metrics`] plus what
+/// the scrape computed (queue depth, agents by status, process figures).
+struct Exposition {
+    metrics: Arc<Metrics>,
+    queue_depth: usize,
+    queue_capacity: usize,
+    agents_by_status: Vec<(String, u64)>,
+    process: Option<crate::procstat::ProcessStats>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition").finish_non_exhaustive()
+    }
+}
+
+/// The OpenMetrics family of a counter: the encoder appends `_total`, so
+/// the sample names stay what they always were (`…_total`).
+fn family(name: &str) -> &str {
+    debug_assert!(name.ends_with("_total"), "counter {name} without _total");
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e.encode_descriptor(
+        family(name),
+        help,
+        None,
+        MetricType::Counter,
+    )?)
+}
+
+fn counters<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> std::fmt::Result {
+    let mut me = e.encode_descriptor(family(name), help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(v).encode(me.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: N,
+) -> std::fmt::Result {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn gauges<L: EncodeLabelSet, N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, N)>,
+) -> std::fmt::Result {
+    let mut me = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(v).encode(me.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let m = &*self.metrics;
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        let e = &mut e;
+        counters(
+            e,
             "ossec_messages_received_total",
-            "counter",
-            "Messages (datagrams or TCP frames) received, by transport."
-        );
-        for t in [Transport::Udp, Transport::Tcp] {
-            let _ = writeln!(
-                s,
-                "ossec_messages_received_total{{transport=\"{}\"}} {}",
-                t.as_str(),
-                self.received[t.i()].load(Relaxed)
-            );
-        }
-        head!(
+            "Messages (datagrams or TCP frames) received, by transport.",
+            TRANSPORTS.map(|t| ([("transport", t.as_str())], load(&m.received[t.i()]))),
+        )?;
+        counters(
+            e,
             "ossec_bytes_received_total",
-            "counter",
-            "Bytes received from agents, by transport."
-        );
-        for t in [Transport::Udp, Transport::Tcp] {
-            let _ = writeln!(
-                s,
-                "ossec_bytes_received_total{{transport=\"{}\"}} {}",
-                t.as_str(),
-                self.bytes_in[t.i()].load(Relaxed)
-            );
-        }
-        head!(
+            "Bytes received from agents, by transport.",
+            TRANSPORTS.map(|t| ([("transport", t.as_str())], load(&m.bytes_in[t.i()]))),
+        )?;
+        counters(
+            e,
             "ossec_bytes_sent_total",
-            "counter",
-            "Bytes sent to agents, by transport."
-        );
-        for t in [Transport::Udp, Transport::Tcp] {
-            let _ = writeln!(
-                s,
-                "ossec_bytes_sent_total{{transport=\"{}\"}} {}",
-                t.as_str(),
-                self.bytes_out[t.i()].load(Relaxed)
-            );
-        }
-        head!(
+            "Bytes sent to agents, by transport.",
+            TRANSPORTS.map(|t| ([("transport", t.as_str())], load(&m.bytes_out[t.i()]))),
+        )?;
+        counters(
+            e,
             "ossec_messages_rejected_total",
-            "counter",
-            "Messages rejected, by kind."
-        );
-        for k in RejectKind::ALL {
-            let _ = writeln!(
-                s,
-                "ossec_messages_rejected_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                self.rejected[k.index()].load(Relaxed)
-            );
-        }
-        head!(
-            "ossec_agent_messages_rejected_total",
-            "counter",
-            "Messages rejected, by agent (where known) and kind."
-        );
+            "Messages rejected, by kind.",
+            RejectKind::ALL.map(|k| ([("kind", k.as_str())], load(&m.rejected[k.index()]))),
+        )?;
         {
-            let m = self.rejected_by_agent.lock();
-            let mut agents: Vec<_> = m.iter().collect();
+            let by_agent = m.rejected_by_agent.lock();
+            let mut agents: Vec<_> = by_agent.iter().collect();
             agents.sort_by(|a, b| a.0.cmp(b.0));
-            for (agent, counts) in agents {
-                for k in RejectKind::ALL {
-                    let n = counts[k.index()];
-                    if n > 0 {
-                        let _ = writeln!(
-                            s,
-                            "ossec_agent_messages_rejected_total{{agent=\"{}\",kind=\"{}\"}} {n}",
-                            escape(agent),
-                            k.as_str()
-                        );
-                    }
-                }
-            }
+            counters(
+                e,
+                "ossec_agent_messages_rejected_total",
+                "Messages rejected, by agent (where known) and kind.",
+                agents.into_iter().flat_map(|(agent, counts)| {
+                    RejectKind::ALL
+                        .into_iter()
+                        .filter(|k| counts[k.index()] > 0)
+                        .map(|k| {
+                            (
+                                [("agent", &**agent), ("kind", k.as_str())],
+                                counts[k.index()],
+                            )
+                        })
+                }),
+            )?;
         }
-        head!(
+        counters(
+            e,
             "ossec_control_messages_total",
-            "counter",
-            "Valid control messages received, by type."
-        );
-        for (i, c) in CONTROL_TYPES.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "ossec_control_messages_total{{type=\"{c}\"}} {}",
-                self.control[i].load(Relaxed)
-            );
-        }
-        head!(
+            "Valid control messages received, by type.",
+            CONTROL_TYPES
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ([("type", *c)], load(&m.control[i]))),
+        )?;
+        counter(
+            e,
             "ossec_acks_sent_total",
-            "counter",
-            "`#!-agent ack ` replies sent."
-        );
-        let _ = writeln!(s, "ossec_acks_sent_total {}", self.acks_sent.load(Relaxed));
-        head!("ossec_pongs_sent_total", "counter", "`#pong` replies sent.");
-        let _ = writeln!(
-            s,
-            "ossec_pongs_sent_total {}",
-            self.pongs_sent.load(Relaxed)
-        );
-        head!(
+            "`#!-agent ack ` replies sent.",
+            load(&m.acks_sent),
+        )?;
+        counter(
+            e,
+            "ossec_pongs_sent_total",
+            "`#pong` replies sent.",
+            load(&m.pongs_sent),
+        )?;
+        counter(
+            e,
             "ossec_events_queued_total",
-            "counter",
-            "Events handed to the store queue."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_events_queued_total {}",
-            self.events_queued.load(Relaxed)
-        );
-        head!(
+            "Events handed to the store queue.",
+            load(&m.events_queued),
+        )?;
+        counter(
+            e,
             "ossec_events_stored_total",
-            "counter",
-            "Events committed to the store."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_events_stored_total {}",
-            self.events_stored.load(Relaxed)
-        );
-        head!(
+            "Events committed to the store.",
+            load(&m.events_stored),
+        )?;
+        counters(
+            e,
             "ossec_events_dropped_total",
-            "counter",
-            "Events dropped, by reason (UDP only: TCP applies backpressure instead)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_events_dropped_total{{reason=\"queue_full\"}} {}",
-            self.events_dropped_queue_full.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "ossec_events_dropped_total{{reason=\"spool_full\"}} {}",
-            self.events_dropped_spool_full.load(Relaxed)
-        );
-        head!(
+            "Events dropped, by reason (UDP only: TCP applies backpressure instead).",
+            [
+                (
+                    [("reason", "queue_full")],
+                    load(&m.events_dropped_queue_full),
+                ),
+                (
+                    [("reason", "spool_full")],
+                    load(&m.events_dropped_spool_full),
+                ),
+            ],
+        )?;
+        gauge(
+            e,
             "ossec_store_up",
-            "gauge",
-            "1 while store writes succeed, 0 after a failed one until the next succeeds."
-        );
-        let _ = writeln!(s, "ossec_store_up {}", u8::from(self.store_up()));
-        if let Some(sp) = self.spool.read().clone() {
-            let g = |v: &AtomicU64| v.load(Relaxed);
+            "1 while store writes succeed, 0 after a failed one until the next succeeds.",
+            u64::from(m.store_up()),
+        )?;
+        if let Some(sp) = m.spool.read().clone() {
             let oldest = sp.oldest_us.load(Relaxed);
             let age = if oldest > 0 {
                 ((ossec_store::now_micros() - oldest).max(0) as f64) / 1e6
             } else {
                 0.0
             };
-            for (name, kind, help, value) in [
-                ("ossec_spool_bytes", "gauge", "Bytes in the disk spool.", g(&sp.bytes).to_string()),
-                ("ossec_spool_segments", "gauge", "Segment files in the disk spool.", g(&sp.segments).to_string()),
-                ("ossec_spool_oldest_event_age_seconds", "gauge", "Age of the oldest spooled event not yet in the store (0: none).", format!("{age:.3}")),
-                ("ossec_spool_replayed_events_total", "counter", "Events stored from what the spool held at start (after a crash, a stop or an outage).", g(&sp.replayed).to_string()),
-                ("ossec_spool_corrupt_records_total", "counter", "Spool records skipped because their CRC did not match (never stored).", g(&sp.corrupt).to_string()),
-                ("ossec_spool_write_errors_total", "counter", "Failed spool writes (ENOSPC, EIO): events wait, or are dropped with --spool-when-full drop-newest.", g(&sp.write_errors).to_string()),
-                ("ossec_spool_full", "gauge", "1 while the spool refuses events (full or failing).", u8::from(sp.full.load(Relaxed)).to_string()),
-            ] {
-                head!(name, kind, help);
-                let _ = writeln!(s, "{name} {value}");
-            }
+            gauge(
+                e,
+                "ossec_spool_bytes",
+                "Bytes in the disk spool.",
+                load(&sp.bytes),
+            )?;
+            gauge(
+                e,
+                "ossec_spool_segments",
+                "Segment files in the disk spool.",
+                load(&sp.segments),
+            )?;
+            gauge(
+                e,
+                "ossec_spool_oldest_event_age_seconds",
+                "Age of the oldest spooled event not yet in the store (0: none).",
+                (age * 1000.0).round() / 1000.0,
+            )?;
+            counter(
+                e,
+                "ossec_spool_replayed_events_total",
+                "Events stored from what the spool held at start (after a crash, a stop or an outage).",
+                load(&sp.replayed),
+            )?;
+            counter(
+                e,
+                "ossec_spool_corrupt_records_total",
+                "Spool records skipped because their CRC did not match (never stored).",
+                load(&sp.corrupt),
+            )?;
+            counter(
+                e,
+                "ossec_spool_write_errors_total",
+                "Failed spool writes (ENOSPC, EIO): events wait, or are dropped with --spool-when-full drop-newest.",
+                load(&sp.write_errors),
+            )?;
+            gauge(
+                e,
+                "ossec_spool_full",
+                "1 while the spool refuses events (full or failing).",
+                u64::from(sp.full.load(Relaxed)),
+            )?;
         }
-        head!(
+        gauge(
+            e,
             "ossec_queue_depth",
-            "gauge",
-            "Events waiting between decoding and the store."
-        );
-        let _ = writeln!(s, "ossec_queue_depth {queue_depth}");
-        head!(
+            "Events waiting between decoding and the store.",
+            self.queue_depth as u64,
+        )?;
+        gauge(
+            e,
             "ossec_queue_capacity",
-            "gauge",
-            "Capacity of the event queue."
-        );
-        let _ = writeln!(s, "ossec_queue_capacity {queue_capacity}");
-        head!(
+            "Capacity of the event queue.",
+            self.queue_capacity as u64,
+        )?;
+        counter(
+            e,
             "ossec_store_errors_total",
-            "counter",
-            "Failed store writes (retried)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_store_errors_total {}",
-            self.store_errors.load(Relaxed)
-        );
-        head!(
-            "ossec_batch_write_seconds",
-            "histogram",
-            "Time to write one batch of events to the store."
-        );
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "ossec_batch_write_seconds_bucket{{le=\"{b}\"}} {}",
-                self.batch_buckets[i].load(Relaxed)
-            );
+            "Failed store writes (retried).",
+            load(&m.store_errors),
+        )?;
+        {
+            // The buckets are cumulative here; the encoder wants each
+            // bucket's own count.
+            let mut prev = 0;
+            let buckets: Vec<(f64, u64)> = BUCKETS
+                .iter()
+                .zip(&m.batch_buckets)
+                .map(|(b, c)| {
+                    let c = load(c);
+                    let own = c.saturating_sub(prev);
+                    prev = c;
+                    (*b, own)
+                })
+                .collect();
+            let count = load(&m.batch_count);
+            let sum = load(&m.batch_sum_us) as f64 / 1e6;
+            e.encode_descriptor(
+                "ossec_batch_write_seconds",
+                "Time to write one batch of events to the store.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
-        let count = self.batch_count.load(Relaxed);
-        let _ = writeln!(s, "ossec_batch_write_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "ossec_batch_write_seconds_sum {}",
-            self.batch_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(s, "ossec_batch_write_seconds_count {count}");
-        head!("ossec_agents", "gauge", "Agents of client.keys, by status.");
-        for (status, n) in agents_by_status {
-            let _ = writeln!(s, "ossec_agents{{status=\"{status}\"}} {n}");
-        }
-        head!(
+        gauges(
+            e,
+            "ossec_agents",
+            "Agents of client.keys, by status.",
+            self.agents_by_status
+                .iter()
+                .map(|(s, n)| ([("status", s.as_str())], *n)),
+        )?;
+        gauge(
+            e,
             "ossec_tcp_connections_open",
-            "gauge",
-            "Open agent TCP connections."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_tcp_connections_open {}",
-            self.tcp_open.load(Relaxed)
-        );
-        head!(
+            "Open agent TCP connections.",
+            m.tcp_open.load(Relaxed),
+        )?;
+        counter(
+            e,
             "ossec_tcp_connections_accepted_total",
-            "counter",
-            "Agent TCP connections accepted."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_tcp_connections_accepted_total {}",
-            self.tcp_accepted.load(Relaxed)
-        );
-        head!(
+            "Agent TCP connections accepted.",
+            load(&m.tcp_accepted),
+        )?;
+        counter(
+            e,
             "ossec_tcp_connections_refused_total",
-            "counter",
-            "Agent TCP connections refused at --max-connections."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_tcp_connections_refused_total {}",
-            self.tcp_refused.load(Relaxed)
-        );
-        head!(
+            "Agent TCP connections refused at --max-connections.",
+            load(&m.tcp_refused),
+        )?;
+        counters(
+            e,
             "ossec_tcp_connections_closed_total",
-            "counter",
-            "Agent TCP connections closed, by reason."
-        );
-        for (i, (_, r)) in CLOSE_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "ossec_tcp_connections_closed_total{{reason=\"{r}\"}} {}",
-                self.tcp_closed[i].load(Relaxed)
-            );
-        }
-        head!(
+            "Agent TCP connections closed, by reason.",
+            CLOSE_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, r))| ([("reason", *r)], load(&m.tcp_closed[i]))),
+        )?;
+        counter(
+            e,
             "ossec_key_reloads_total",
-            "counter",
-            "Successful client.keys reloads."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_key_reloads_total {}",
-            self.key_reloads.load(Relaxed)
-        );
-        head!(
+            "Successful client.keys reloads.",
+            load(&m.key_reloads),
+        )?;
+        counter(
+            e,
             "ossec_key_reload_errors_total",
-            "counter",
-            "client.keys reloads refused (the old keys stay in use)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_key_reload_errors_total {}",
-            self.key_reload_errors.load(Relaxed)
-        );
-        head!(
+            "client.keys reloads refused (the old keys stay in use).",
+            load(&m.key_reload_errors),
+        )?;
+        counter(
+            e,
             "ossec_key_sync_errors_total",
-            "counter",
-            "Failed reads of the store's agent keys (retried every half second)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_key_sync_errors_total {}",
-            self.key_sync_errors.load(Relaxed)
-        );
-        head!(
+            "Failed reads of the store's agent keys (retried every half second).",
+            load(&m.key_sync_errors),
+        )?;
+        counter(
+            e,
             "ossec_counter_syncs_total",
-            "counter",
-            "Agents whose receive counters were read from the store before accepting their message (not heard here within --counter-sync-ms)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_counter_syncs_total {}",
-            self.counter_syncs.load(Relaxed)
-        );
-        head!(
+            "Agents whose receive counters were read from the store before accepting their message (not heard here within --counter-sync-ms).",
+            load(&m.counter_syncs),
+        )?;
+        counter(
+            e,
             "ossec_counter_sync_errors_total",
-            "counter",
-            "Failed reads of an agent's receive counters (the message was checked against local counters only)."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_counter_sync_errors_total {}",
-            self.counter_sync_errors.load(Relaxed)
-        );
-        head!(
+            "Failed reads of an agent's receive counters (the message was checked against local counters only).",
+            load(&m.counter_sync_errors),
+        )?;
+        gauge(
+            e,
             "ossec_cluster_jobs_leader",
-            "gauge",
-            "1 while this collector runs the once-per-cluster jobs (disconnect sweep, cleanup) under the store's advisory lock."
-        );
-        let _ = writeln!(
-            s,
-            "ossec_cluster_jobs_leader {}",
-            u8::from(self.jobs_leader.load(Relaxed))
-        );
-        head!(
+            "1 while this collector runs the once-per-cluster jobs (disconnect sweep, cleanup) under the store's advisory lock.",
+            u64::from(m.jobs_leader.load(Relaxed)),
+        )?;
+        counters(
+            e,
             "ossec_proxy_header_rejected_total",
-            "counter",
-            "TCP connections closed because of their PROXY protocol header (or a peer not allowed to send one), by reason."
-        );
-        for (reason, n) in self.proxy_rejects() {
-            let _ = writeln!(
-                s,
-                "ossec_proxy_header_rejected_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        let data = self.data_totals();
-        head!(
+            "TCP connections closed because of their PROXY protocol header (or a peer not allowed to send one), by reason.",
+            m.proxy_rejects()
+                .into_iter()
+                .map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
+        let data = m.data_totals();
+        counters(
+            e,
             "ossec_events_data_total",
-            "counter",
-            "Stored events whose events.data was filled, by kind (json, eventchannel, syslog)."
-        );
-        for (kind, n) in ["json", "eventchannel", "syslog"].iter().zip(data) {
-            let _ = writeln!(s, "ossec_events_data_total{{kind=\"{kind}\"}} {n}");
-        }
+            "Stored events whose events.data was filled, by kind (json, eventchannel, syslog).",
+            ["json", "eventchannel", "syslog"]
+                .into_iter()
+                .zip(data)
+                .map(|(kind, n)| ([("kind", kind)], n)),
+        )?;
         for (name, help, n) in [
             ("ossec_events_json_invalid_total", "Stored events that looked like JSON but did not parse: data NULL, the text kept in message.", data[3]),
             ("ossec_events_xml_invalid_total", "Stored Windows eventchannel events whose XML did not parse (or was refused: DTD, depth): data NULL.", data[4]),
-            ("ossec_partitions_created_total", "Daily partitions of events created by this collector (PostgreSQL).", self.partitions_created.load(Relaxed)),
-            ("ossec_partition_rows_moved_total", "Rows moved from events_default into a new daily partition.", self.partition_rows_moved.load(Relaxed)),
-            ("ossec_retention_partitions_dropped_total", "Partitions of events dropped by --retention-days.", self.retention_partitions_dropped.load(Relaxed)),
-            ("ossec_retention_rows_dropped_estimated_total", "Rows in the dropped partitions, from the planner's statistics.", self.retention_rows_dropped_estimate.load(Relaxed)),
-            ("ossec_retention_rows_deleted_total", "Rows deleted by --retention-days (SQLite, and PostgreSQL's events_default).", self.retention_rows_deleted.load(Relaxed)),
+            ("ossec_partitions_created_total", "Daily partitions of events created by this collector (PostgreSQL).", load(&m.partitions_created)),
+            ("ossec_partition_rows_moved_total", "Rows moved from events_default into a new daily partition.", load(&m.partition_rows_moved)),
+            ("ossec_retention_partitions_dropped_total", "Partitions of events dropped by --retention-days.", load(&m.retention_partitions_dropped)),
+            ("ossec_retention_rows_dropped_estimated_total", "Rows in the dropped partitions, from the planner's statistics.", load(&m.retention_rows_dropped_estimate)),
+            ("ossec_retention_rows_deleted_total", "Rows deleted by --retention-days (SQLite, and PostgreSQL's events_default).", load(&m.retention_rows_deleted)),
         ] {
-            head!(name, "counter", help);
-            let _ = writeln!(s, "{name} {n}");
+            counter(e, name, help, n)?;
         }
-        head!(
+        counters(
+            e,
             "ossec_enrollments_total",
-            "counter",
-            "Enrollment connections on the enrollment port, by outcome (enrolled, replaced, or why not)."
-        );
-        for (outcome, n) in self.enrollments() {
-            let _ = writeln!(s, "ossec_enrollments_total{{outcome=\"{outcome}\"}} {n}");
+            "Enrollment connections on the enrollment port, by outcome (enrolled, replaced, or why not).",
+            m.enrollments()
+                .into_iter()
+                .map(|(outcome, n)| ([("outcome", outcome)], n)),
+        )?;
+        gauges(
+            e,
+            "ossec_build_info",
+            "The collector's version (always 1).",
+            [([("version", env!("CARGO_PKG_VERSION"))], 1u64)],
+        )?;
+        if let Some(p) = &self.process {
+            ConstCounter::new(p.cpu_seconds).encode(e.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                MetricType::Counter,
+            )?)?;
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                p.resident_bytes,
+            )?;
+            gauge(
+                e,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                p.virtual_bytes,
+            )?;
+            gauge(
+                e,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                p.start_time_seconds,
+            )?;
+            gauge(
+                e,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                p.open_fds,
+            )?;
+            gauge(
+                e,
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                p.max_fds,
+            )?;
         }
-        s
+        Ok(())
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::agents::AgentTable;
 use crate::config::Settings;
 use crate::enroll;
+use crate::history::{History, Sample};
 use crate::http::{self, HttpState};
 use crate::ingest::{CounterSync, Ingest};
 use crate::keysync::{self, KeySync};
@@ -346,10 +347,20 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
 
     let mut metrics_addr = None;
     if let Some(addr) = s.metrics_listen {
+        let token = s
+            .http_token_file
+            .as_deref()
+            .map(http::read_token)
+            .transpose()?;
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         metrics_addr = Some(l.local_addr()?);
+        http::warn_if_open(addr, token.is_some());
+        let history = History::new(Sample::now(&metrics));
+        tasks.push(tokio::spawn(
+            history.clone().run(metrics.clone(), shutdown_rx.clone()),
+        ));
         let state = Arc::new(HttpState {
             metrics: metrics.clone(),
             table: table.clone(),
@@ -357,6 +368,11 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
             queue,
             queue_capacity: s.queue_capacity,
             ready: AtomicBool::new(true),
+            token,
+            history,
+            disconnect_after: s.disconnect_after,
+            instance: s.instance_name.clone(),
+            started_at_us: ossec_store::now_micros(),
         });
         tasks.push(tokio::spawn(http::serve(l, state, shutdown_rx.clone())));
     }

@@ -30,6 +30,8 @@ const ADDED: &[&str] = &[
 ];
 
 /// A Metrics with every family holding at least one series.
+// `..Default::default()` on DataCounts: the store may add outcomes.
+#[allow(clippy::needless_update)]
 fn populated() -> Arc<Metrics> {
     let m = Metrics::new();
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -123,6 +125,12 @@ fn parse(text: &str) -> Series {
             name.starts_with(&family),
             "sample {name} outside its family {family}"
         );
+        // The 0.0.4 text format names counters' HELP and TYPE lines with
+        // `_total`, as the hand-written renderer did (OpenMetrics would not).
+        if kind != "histogram" {
+            assert_eq!(name, family, "# TYPE line of {name}");
+        }
+        assert!(helps.contains_key(&family), "no # HELP line for {family}");
         let mut labels: Vec<String> = split_labels(labels)
             .into_iter()
             .map(|(k, v)| {
@@ -151,7 +159,10 @@ fn split_labels(s: &str) -> Vec<(String, String)> {
         while end < bytes.len() && bytes[end] != b'"' {
             end += if bytes[end] == b'\\' { 2 } else { 1 };
         }
-        out.push((k.trim_start_matches(',').to_owned(), after[..end].to_owned()));
+        out.push((
+            k.trim_start_matches(',').to_owned(),
+            after[..end].to_owned(),
+        ));
         rest = &after[(end + 1).min(after.len())..];
     }
     out

@@ -121,25 +121,75 @@ fn day_of(us: i64) -> NaiveDate {
         .date_naive()
 }
 
+/// Whether `bound` (`pg_get_expr` of `relpartbound`, printed in UTC) is
+/// the range that the partition's name stands for.
+fn bound_matches(p: &Partition, bound: &str) -> bool {
+    let ts = |d: NaiveDate| format!("'{}'", day_start(d));
+    match p {
+        Partition::Day(d) => {
+            bound
+                == format!(
+                    "FOR VALUES FROM ({}) TO ({})",
+                    ts(*d),
+                    ts(*d + Days::days(1))
+                )
+        }
+        Partition::UpTo(d) => bound == format!("FOR VALUES FROM (MINVALUE) TO ({})", ts(*d)),
+        Partition::Default => bound == "DEFAULT",
+        Partition::Other(_) => true,
+    }
+}
+
+/// Whether `e` is a database error with this SQLSTATE.
+fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some(code))
+}
+
 /// `true` for "relation already exists": another collector was first.
 fn already_exists(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P07") | Some("23505")))
 }
 
 impl Store {
-    /// The partitions of `events` (PostgreSQL; empty for SQLite).
+    /// The partitions of `events` (PostgreSQL; empty for SQLite). A table
+    /// is taken for a day (or "up to") partition only when its bounds are
+    /// exactly the ones its name says; any other partition (made by hand,
+    /// by pg_partman) is `Other` and never dropped or assumed to cover a
+    /// day.
     pub async fn event_partitions(&self) -> Result<Vec<Partition>> {
         let Store::Postgres(pool) = self else {
             return Ok(Vec::new());
         };
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = 'events'::regclass ORDER BY 1",
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(sql("listing the partitions of events"))?;
+        // Bounds are printed in the session's time zone: read them in UTC.
+        sqlx::query("SET LOCAL TimeZone = 'UTC'")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("listing the partitions of events"))?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass ORDER BY 1",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(sql("listing the partitions of events"))?;
-        Ok(names.iter().map(|n| Partition::from_name(n)).collect())
+        tx.commit()
+            .await
+            .map_err(sql("listing the partitions of events"))?;
+        Ok(rows
+            .iter()
+            .map(|(name, bound)| {
+                let p = Partition::from_name(name);
+                if bound_matches(&p, bound) {
+                    p
+                } else {
+                    Partition::Other(name.clone())
+                }
+            })
+            .collect())
     }
 
     /// Creates the day partitions of `now_us`'s UTC day and the `ahead`
@@ -165,14 +215,23 @@ impl Store {
             })
         };
         let today = day_of(now_us);
+        // One day that cannot be made (a partition made by hand overlaps
+        // it) does not stop the others; the first error is returned.
+        let mut first_error = None;
+        let mut create = |r: Result<bool>, d: NaiveDate, report: &mut PartitionReport| match r {
+            Ok(true) => report.created.push(Partition::Day(d).name()),
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        };
         for i in 0..=i64::from(ahead) {
             let d = today + Days::days(i);
             if has(d) {
                 continue;
             }
-            if self.create_day(pool, d, &mut report).await? {
-                report.created.push(Partition::Day(d).name());
-            }
+            let r = self.create_day(pool, d, &mut report).await;
+            create(r, d, &mut report);
         }
         // Days that only the default partition holds (the store was away
         // at midnight, spooled events of an earlier day, a clock jump).
@@ -191,16 +250,25 @@ impl Store {
             .collect();
         days.sort();
         for d in days.into_iter().take(MOVES_PER_RUN) {
-            if self.create_day(pool, d, &mut report).await? {
-                report.created.push(Partition::Day(d).name());
-            }
+            let r = self.create_day(pool, d, &mut report).await;
+            create(r, d, &mut report);
         }
-        Ok(report)
+        match first_error {
+            Some(e) if report.created.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(created = ?report.created, "some partitions of events could not be created: {e}");
+                Ok(report)
+            }
+            None => Ok(report),
+        }
     }
 
-    /// Creates the partition of day `d`, moving in the rows that
-    /// `events_default` holds for it, in one transaction. `false` when
-    /// another collector created it first.
+    /// Creates the partition of day `d` (`false` when another collector
+    /// created it first). When `events_default` holds no rows of that day,
+    /// the table is made on its own and attached: attaching does not lock
+    /// out writers of the other partitions nor wait behind readers of
+    /// `events`. Otherwise the day's rows are moved into it in one
+    /// transaction that blocks writes to `events` while it runs.
     async fn create_day(
         &self,
         pool: &sqlx::PgPool,
@@ -209,57 +277,52 @@ impl Store {
     ) -> Result<bool> {
         let name = Partition::Day(d).name();
         let (lo, hi) = (day_start(d), day_start(d + Days::days(1)));
-        let mut tx = pool.begin().await.map_err(sql("creating a partition"))?;
-        sqlx::query(LOCK_TIMEOUT)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("creating a partition"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PARTITIONS_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("creating a partition"))?;
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(&name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(sql("creating a partition"))?;
-        if exists {
-            return Ok(false);
-        }
-        // Tables in the order every writer locks them (the parent, then a
-        // partition), so that a COPY waits instead of deadlocking: no rows
-        // enter while the day's rows leave events_default.
-        for lock in [
-            "LOCK TABLE ONLY events IN SHARE ROW EXCLUSIVE MODE",
-            "LOCK TABLE events_default IN EXCLUSIVE MODE",
-        ] {
-            sqlx::query(lock)
+        let create =
+            format!("CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING COMPRESSION)");
+        let attach = format!(
+            "ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"
+        );
+        let fail = |cause| crate::StoreError::Sql {
+            what: "creating a partition of events",
+            cause,
+        };
+        for moving in [false, true] {
+            let mut tx = pool.begin().await.map_err(fail)?;
+            sqlx::query(LOCK_TIMEOUT)
                 .execute(&mut *tx)
                 .await
-                .map_err(sql("locking events for a new partition"))?;
-        }
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events_default WHERE received_at >= $1::timestamptz AND received_at < $2::timestamptz)",
-        )
-        .bind(&lo)
-        .bind(&hi)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(sql("reading events_default"))?;
-        let done = if !waiting {
-            sqlx::query(&format!(
-                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ('{lo}') TO ('{hi}')"
-            ))
-            .execute(&mut *tx)
-            .await
-        } else {
-            let moved = async {
-                sqlx::query(&format!(
-                    "CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING COMPRESSION)"
-                ))
+                .map_err(fail)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PARTITIONS_LOCK)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(fail)?;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?;
+            if exists {
+                return Ok(false);
+            }
+            let step = async {
+                if !moving {
+                    // Fails with 23514 when events_default holds rows of
+                    // the day: then they are moved (the second pass).
+                    sqlx::query(&create).execute(&mut *tx).await?;
+                    sqlx::query(&attach).execute(&mut *tx).await?;
+                    return Ok(());
+                }
+                // The parent, then the default partition: the order in
+                // which every writer locks them, so a COPY waits instead
+                // of deadlocking; no rows enter while the day's rows leave.
+                for lock in [
+                    "LOCK TABLE ONLY events IN SHARE ROW EXCLUSIVE MODE",
+                    "LOCK TABLE events_default IN EXCLUSIVE MODE",
+                ] {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query(&create).execute(&mut *tx).await?;
                 let n = sqlx::query(&format!(
                     "INSERT INTO {name} ({COLUMNS}) SELECT {COLUMNS} FROM events_default \
                      WHERE received_at >= $1::timestamptz AND received_at < $2::timestamptz"
@@ -276,30 +339,20 @@ impl Store {
                 .bind(&hi)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(&format!(
-                    "ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"
-                ))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(&attach).execute(&mut *tx).await?;
                 report.moved_rows += n;
                 Ok::<_, sqlx::Error>(())
             };
-            moved.await.map(|_| Default::default())
-        };
-        match done {
-            Ok(_) => {}
-            Err(e) if already_exists(&e) => return Ok(false),
-            Err(cause) => {
-                return Err(crate::StoreError::Sql {
-                    what: "creating a partition of events",
-                    cause,
-                })
+            match step.await {
+                Ok(()) => {}
+                Err(e) if already_exists(&e) => return Ok(false),
+                Err(e) if !moving && is_code(&e, "23514") => continue,
+                Err(e) => return Err(fail(e)),
             }
+            tx.commit().await.map_err(fail)?;
+            return Ok(true);
         }
-        tx.commit()
-            .await
-            .map_err(sql("creating a partition of events"))?;
-        Ok(true)
+        Ok(false)
     }
 
     /// Removes events older than `days` days before `now_us`: with
@@ -379,7 +432,8 @@ impl Store {
                 loop {
                     let n = sqlx::query(
                         "DELETE FROM events_default WHERE ctid IN \
-                         (SELECT ctid FROM events_default WHERE received_at < $1::timestamptz LIMIT $2)",
+                         (SELECT ctid FROM events_default WHERE received_at < $1::timestamptz LIMIT $2) \
+                         AND received_at < $1::timestamptz",
                     )
                     .bind(crate::format_micros(cutoff_us) + "+00")
                     .bind(DELETE_BATCH)
