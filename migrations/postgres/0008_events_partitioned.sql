@@ -9,7 +9,8 @@
 -- gets the new nullable column (a catalog change), loses its identity (the
 -- ids continue from a plain sequence) and is attached as one partition,
 -- `events_upto_YYYYMMDD`, that covers everything before the day after the
--- upgrade (or after its newest row). Attaching reads the table once to check
+-- upgrade (rows dated later, from a wrong clock, are moved out of it and
+-- written back through the new table). Attaching reads the table once to check
 -- the bound and builds the one index it lacks (the partitioned primary key
 -- must hold `received_at`); its other indexes are the same as the new
 -- table's and are reused as they are. An empty old table is simply replaced.
@@ -17,7 +18,6 @@
 DO $$
 DECLARE
     has_rows boolean;
-    newest   timestamptz;
     upto     date;
     next_id  bigint;
     legacy   text;
@@ -35,12 +35,18 @@ BEGIN
     IF NOT has_rows THEN
         DROP TABLE events;
     ELSE
-        SELECT max(received_at) INTO newest FROM events;
-        upto := (greatest(newest, now()) AT TIME ZONE 'UTC')::date + 1;
+        -- The old table covers everything before tomorrow (UTC). Rows of a
+        -- later day (a clock that was wrong) leave it, so that the bound
+        -- is never far in the future; they are written back through the
+        -- new table below, into their day partition or events_default.
+        upto := (now() AT TIME ZONE 'UTC')::date + 1;
         legacy := 'events_upto_' || to_char(upto, 'YYYYMMDD');
+        CREATE TEMP TABLE events_future_0008 ON COMMIT DROP AS
+            SELECT * FROM events WHERE received_at >= (upto::text || ' 00:00:00+00')::timestamptz;
+        DELETE FROM events WHERE received_at >= (upto::text || ' 00:00:00+00')::timestamptz;
         ALTER TABLE events RENAME TO events_unpartitioned_0008;
-        ALTER INDEX events_received_at_brin RENAME TO events_unpartitioned_0008_received_at_brin;
-        ALTER INDEX events_agent_time RENAME TO events_unpartitioned_0008_agent_time;
+        EXECUTE format('ALTER INDEX events_received_at_brin RENAME TO %I', legacy || '_received_at_brin');
+        EXECUTE format('ALTER INDEX events_agent_time RENAME TO %I', legacy || '_agent_time');
         -- The partitioned primary key, (id, received_at), replaces it:
         -- ATTACH builds its index on this table.
         ALTER TABLE events_unpartitioned_0008 DROP CONSTRAINT events_pkey;
@@ -98,6 +104,7 @@ DECLARE
     upto   date;
     first  date := (now() AT TIME ZONE 'UTC')::date;
     d      date;
+    g      record;
 BEGIN
     IF legacy IS NOT NULL AND legacy <> '' THEN
         upto := current_setting('ossec.legacy_upto')::date;
@@ -110,6 +117,17 @@ BEGIN
             'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)',
             legacy, upto::text || ' 00:00:00+00');
         first := greatest(first, upto);
+        -- Privileges granted on the old table (a read-only role of the
+        -- SOC, say) are granted on the new one too.
+        FOR g IN
+            SELECT a.privilege_type, a.is_grantable,
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS who
+            FROM pg_class c, aclexplode(c.relacl) a
+            WHERE c.oid = legacy::regclass AND a.grantee <> c.relowner
+        LOOP
+            EXECUTE format('GRANT %s ON events TO %s%s', g.privilege_type, g.who,
+                           CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
     END IF;
     CREATE TABLE events_default PARTITION OF events DEFAULT;
     -- Today and the next two days; the collector keeps creating them ahead.
@@ -120,5 +138,14 @@ BEGIN
             'events_' || to_char(d, 'YYYYMMDD'),
             d::text || ' 00:00:00+00', (d + 1)::text || ' 00:00:00+00');
     END LOOP;
+    IF legacy IS NOT NULL AND legacy <> '' THEN
+        INSERT INTO events (id, received_at, agent_id, agent_name, source_ip, transport, queue,
+                            queue_name, location, message, message_raw, location_raw,
+                            global_counter, local_counter)
+        SELECT id, received_at, agent_id, agent_name, source_ip, transport, queue,
+               queue_name, location, message, message_raw, location_raw,
+               global_counter, local_counter
+        FROM events_future_0008;
+    END IF;
 END
 $$;

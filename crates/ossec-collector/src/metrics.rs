@@ -177,6 +177,9 @@ pub struct Metrics {
     /// Stored events by what `events.data` got: json, eventchannel,
     /// syslog, then the two NULL outcomes json_invalid and xml_invalid.
     data: [AtomicU64; 5],
+    /// Rows stored with `data` NULL because the store refused their batch's
+    /// `data` (see `DataCounts::refused`).
+    pub data_refused: AtomicU64,
     data_gate: LogGate,
     /// Partition and retention jobs.
     pub partitions_created: AtomicU64,
@@ -437,6 +440,7 @@ impl Metrics {
         for (a, n) in self.data.iter().zip(v) {
             a.fetch_add(n, Relaxed);
         }
+        self.data_refused.fetch_add(c.refused, Relaxed);
         if c.json_invalid + c.xml_invalid > 0 {
             if let Some(suppressed) = self.data_gate.admit(now_s()) {
                 tracing::info!(
@@ -895,6 +899,7 @@ impl Collector for Exposition {
         for (name, help, n) in [
             ("ossec_events_json_invalid_total", "Stored events that looked like JSON but did not parse: data NULL, the text kept in message.", data[3]),
             ("ossec_events_xml_invalid_total", "Stored Windows eventchannel events whose XML did not parse (or was refused: DTD, depth): data NULL.", data[4]),
+            ("ossec_events_data_refused_total", "Rows stored with data NULL because the store refused their batch's data (the batch was written again without it).", load(&m.data_refused)),
             ("ossec_partitions_created_total", "Daily partitions of events created by this collector (PostgreSQL).", load(&m.partitions_created)),
             ("ossec_partition_rows_moved_total", "Rows moved from events_default into a new daily partition.", load(&m.partition_rows_moved)),
             ("ossec_retention_partitions_dropped_total", "Partitions of events dropped by --retention-days.", load(&m.retention_partitions_dropped)),

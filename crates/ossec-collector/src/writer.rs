@@ -133,6 +133,8 @@ impl StateWriter {
         let held = self.job_lock.is_held();
         if held != was && !matches!(self.job_lock, JobLock::Alone) {
             if held {
+                // The jobs that run every N ticks run on this first one.
+                self.jobs_run = 0;
                 tracing::info!(
                     "this collector now runs the once-per-cluster jobs (disconnect sweep, cleanup)"
                 );

@@ -27,6 +27,7 @@ const ADDED: &[&str] = &[
     "process_start_time_seconds",
     "process_open_fds",
     "process_max_fds",
+    "ossec_events_data_refused_total",
 ];
 
 /// A Metrics with every family holding at least one series.

@@ -89,6 +89,18 @@ async fn upgrade_attaches_the_old_table_without_rewriting_it() {
         .map(|i| row(i, t0 + i64::from(i) * (DAY_US / 100)))
         .collect();
     insert_old(&pool, &rows).await;
+    // A row from a clock three days ahead, and a read-only role of the
+    // security team.
+    insert_old(&pool, &[row(5000, today_us() + 3 * DAY_US + 60_000_000)]).await;
+    let role = format!("oc_reader_{}", std::process::id());
+    sqlx::query(&format!("CREATE ROLE {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("GRANT SELECT ON events TO {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
     let before: Vec<(i64, i64, String)> =
         sqlx::query_as("SELECT id, global_counter, message FROM events ORDER BY id")
             .fetch_all(&pool)
@@ -134,6 +146,31 @@ async fn upgrade_attaches_the_old_table_without_rewriting_it() {
             .await
             .unwrap();
     assert_eq!(after, before);
+    // The future row left the old table (whose bound stays tomorrow) for
+    // events_default (no partition that far ahead yet), and the partition
+    // job gives it its day's partition.
+    let where_is = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT tableoid::regclass::text FROM events WHERE global_counter = 5000",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(where_is().await, "events_default");
+    store
+        .maintain_partitions(ossec_store::now_micros(), 2, 0)
+        .await
+        .unwrap();
+    assert_eq!(where_is().await, day_name(today_us() + 3 * DAY_US));
+    // The grant moved to the new table.
+    let can: bool = sqlx::query_scalar(&format!(
+        "SELECT has_table_privilege('{role}', 'events', 'SELECT')"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(can, "SELECT on events granted to {role} was lost");
     // New rows continue the ids and land in a partition; data is filled.
     let max_id = before.last().unwrap().0;
     store
@@ -144,7 +181,7 @@ async fn upgrade_attaches_the_old_table_without_rewriting_it() {
         .await
         .unwrap();
     let new: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, tableoid::regclass::text FROM events WHERE global_counter >= 1000 ORDER BY id",
+        "SELECT id, tableoid::regclass::text FROM events WHERE global_counter IN (1000, 1001) ORDER BY id",
     )
     .fetch_all(pool)
     .await
@@ -164,7 +201,18 @@ async fn upgrade_attaches_the_old_table_without_rewriting_it() {
         .await,
         1
     );
+    // Roles belong to the whole server: drop this one.
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(pool)
+        .await
+        .unwrap();
     store.close().await;
+    let admin = sqlx::PgPool::connect(&common::admin_url()).await.unwrap();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
 }
 
 #[tokio::test]

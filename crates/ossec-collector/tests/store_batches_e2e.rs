@@ -165,3 +165,49 @@ async fn large_batches_arrive_whole_and_exact_postgres() {
 async fn large_batches_arrive_whole_and_exact_sqlite() {
     check(Backend::Sqlite).await;
 }
+
+/// A batch whose `data` the database refuses (here a trigger raising a data
+/// exception, SQLSTATE 22P02, for one row) is stored once more with `data`
+/// NULL instead of being retried for ever; a batch refused for another
+/// reason is still an error (and retried by the caller).
+#[tokio::test]
+async fn a_refused_data_batch_is_stored_without_data() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let Store::Postgres(pool) = &store else {
+        unreachable!()
+    };
+    sqlx::query(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.data ? 'poison' THEN RAISE EXCEPTION 'poisoned data' USING ERRCODE = '22P02'; END IF; \
+         RETURN NEW; END $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut batch: Vec<EventRow> = rows().into_iter().take(50).collect();
+    let mut json = batch[0].clone();
+    json.queue = b'8';
+    json.message = br#"{"type":"event","data":{"path":"/etc/passwd"}}"#.to_vec();
+    batch.push(json.clone());
+    let mut poison = json.clone();
+    poison.message = br#"{"poison":1}"#.to_vec();
+    batch.push(poison);
+    let counts = store.insert_events(&batch).await.unwrap();
+    assert_eq!(counts.refused, batch.len() as u64);
+    let (n, with_data): (i64, i64) = sqlx::query_as("SELECT count(*), count(data) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!((n, with_data), (batch.len() as i64, 0));
+    // Without the poison, data is stored again.
+    let counts = store.insert_events(&[json]).await.unwrap();
+    assert_eq!((counts.refused, counts.json), (0, 1));
+    store.close().await;
+}

@@ -73,6 +73,10 @@ pub struct DataCounts {
     pub json_invalid: u64,
     /// Eventchannel events whose XML did not parse: `data` NULL.
     pub xml_invalid: u64,
+    /// Rows stored with `data` NULL because the database refused the
+    /// batch's `data` (a data exception, SQLSTATE class 22): the batch was
+    /// written again without it rather than retried forever.
+    pub refused: u64,
 }
 
 impl DataCounts {
@@ -86,6 +90,13 @@ impl DataCounts {
             Outcome::XmlInvalid => self.xml_invalid += 1,
         }
     }
+}
+
+/// A database "data exception" (SQLSTATE class 22: a value the column
+/// type refuses), as opposed to a lost connection or a full disk.
+fn is_data_exception(e: &crate::StoreError) -> bool {
+    matches!(e, crate::StoreError::Sql { cause: sqlx::Error::Database(d), .. }
+        if d.code().is_some_and(|c| c.starts_with("22")))
 }
 
 /// Where a spool's events are committed up to.
@@ -142,10 +153,27 @@ impl Store {
                 counts
             }};
         }
-        Ok(match self {
-            Store::Postgres(pool) => write!(pool, copy_events),
-            Store::Sqlite(pool) => write!(pool, insert_events_sqlite),
-        })
+        let written = match self {
+            Store::Postgres(pool) => async { Ok(write!(pool, copy_events)) }.await,
+            Store::Sqlite(pool) => async { Ok(write!(pool, insert_events_sqlite)) }.await,
+        };
+        match written {
+            // One event whose `data` the database refuses would otherwise
+            // block its batch (and every later one) for ever: the batch is
+            // stored once more with `data` NULL, its text intact.
+            Err(e) if opts.data && is_data_exception(&e) => {
+                tracing::warn!(
+                    rows = rows.len(),
+                    "the store refused the structured data of a batch; storing it with data NULL: {e}"
+                );
+                let mut counts =
+                    Box::pin(self.insert_events_at(rows, progress, EventOptions { data: false }))
+                        .await?;
+                counts.refused = rows.len() as u64;
+                Ok(counts)
+            }
+            other => other,
+        }
     }
 
     /// The committed position of a spool (`None`: nothing committed yet).
