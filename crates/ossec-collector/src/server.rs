@@ -286,6 +286,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
                     stats: opened.stats,
                     metrics: metrics.clone(),
                     batch_size: s.batch_size,
+                    parallel: s.store_writers,
                     options: ossec_store::EventOptions { data: s.event_data },
                 }
                 .run(give_up_rx.clone()),

@@ -10,6 +10,7 @@
 //! away with capped backoff, and deletes what is committed. Also the
 //! event record format and the recovery of counters at start.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::segments::{AppendError, Position, Reader, Spool, Tag};
 use ossec_store::{EventRow, SpoolProgress, Store};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agents::AgentTable;
 use crate::config::{SpoolSettings, WhenFull};
@@ -403,8 +404,31 @@ pub struct Drain {
     pub stats: Arc<SpoolStats>,
     pub metrics: Arc<Metrics>,
     pub batch_size: usize,
+    /// Batches written at once (`--store-writers`); they commit in order.
+    pub parallel: usize,
     /// `--event-data`.
     pub options: ossec_store::EventOptions,
+}
+
+/// A batch read from the spool.
+struct Batch {
+    events: Arc<Vec<EventRow>>,
+    /// Their `id`s, reserved in spool order when batches are written at
+    /// once (PostgreSQL): `ORDER BY id` keeps each agent's order.
+    ids: Option<Arc<Vec<i64>>>,
+    /// The spool position after its last record.
+    end: Position,
+    /// Events in it that were in the spool at start (replayed).
+    replayed: u64,
+    /// Time of the oldest record after it, if any.
+    next_ts: Option<i64>,
+}
+
+/// A batch being written.
+struct InFlight {
+    batch: Batch,
+    task: tokio::task::JoinHandle<Result<ossec_store::DataCounts, ossec_store::StoreError>>,
+    started: Instant,
 }
 
 impl Drain {
@@ -442,118 +466,225 @@ impl Drain {
         };
         let mut writer_gone = false;
         let mut names_slot = Names::default();
+        // Batches read and not yet (or to be again) written, in spool order;
+        // the batches being written, oldest first. Each in-flight batch
+        // commits only after the one before it did (`insert_events_ordered`),
+        // so the committed position is always the end of a committed prefix.
+        let parallel = self.parallel.max(1);
+        let mut pending: VecDeque<Batch> = VecDeque::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut last_turn: Option<oneshot::Receiver<bool>> = None;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let durable = *self.durable.borrow_and_update();
-            if reader.position() >= durable {
-                if writer_gone {
-                    return true;
-                }
-                tokio::select! {
-                    r = self.durable.changed() => if r.is_err() { writer_gone = true },
-                    _ = give_up.changed() => if *give_up.borrow() { return false },
-                }
-                continue;
-            }
-            let n = self.batch_size;
-            let mut names = std::mem::take(&mut names_slot);
-            let read = tokio::task::spawn_blocking(move || {
-                let mut rows = Vec::with_capacity(n.min(16_384));
-                let mut bad = 0u64;
-                let mut next_ts = None;
-                let result = (|| -> std::io::Result<()> {
-                    while rows.len() < n {
-                        let Some(rec) = reader.next(durable)? else {
-                            break;
-                        };
-                        if rec.kind != KIND_EVENT {
-                            continue;
-                        }
-                        match decode_event(&rec.agent, rec.counters, rec.payload, &mut names) {
-                            Some(ev) => {
-                                rows.push((ev, rec.end));
+            while in_flight.len() < parallel {
+                let Some(mut b) = pending.pop_front() else {
+                    break;
+                };
+                if parallel > 1 && b.ids.is_none() {
+                    match self.store.reserve_event_ids(b.events.len()).await {
+                        Ok(ids) => b.ids = ids.map(Arc::new),
+                        Err(e) => {
+                            // The store is away: the batch waits (in order).
+                            self.metrics.store_down(&e);
+                            pending.push_front(b);
+                            if in_flight.is_empty() {
+                                if self.wait_or_give_up(&mut give_up, backoff).await {
+                                    return false;
+                                }
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
                             }
-                            None => bad += 1,
+                            break;
                         }
                     }
-                    next_ts = reader.next_ts_us();
-                    Ok(())
-                })();
-                (reader, rows, bad, next_ts, result, names)
-            })
-            .await;
-            let Ok((r, rows, bad, next_ts, result, names)) = read else {
-                tracing::error!("the spool reader failed; stored events stop here");
-                return false;
-            };
-            reader = r;
-            names_slot = names;
-            if let Err(e) = result {
-                tracing::error!(spool = %self.dir.display(), "reading the spool failed, retrying: {e}");
-                if self
-                    .wait_or_give_up(&mut give_up, Duration::from_secs(1))
-                    .await
-                {
-                    return false;
                 }
-                continue;
+                in_flight.push_back(self.spawn_write(b, &mut last_turn));
             }
-            self.stats
-                .corrupt
-                .store(reader.corrupt_skipped() + bad, Ordering::Relaxed);
-            let end = reader.position();
-            let replayed = rows.iter().filter(|(_, p)| *p <= self.start_end).count() as u64;
-            let events: Vec<EventRow> = rows.into_iter().map(|(e, _)| e).collect();
-            let progress = SpoolProgress {
-                spool_id: self.id.clone(),
-                segment: end.segment as i64,
-                offset: end.offset as i64,
-            };
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let started = Instant::now();
-                match self
-                    .store
-                    .insert_events_at(&events, Some(&progress), self.options)
-                    .await
-                {
-                    Ok(data) => {
-                        self.metrics.store_is_up();
-                        self.metrics.data_written(&data);
-                        self.metrics
-                            .batch_written(events.len(), started.elapsed().as_secs_f64());
-                        self.stats.replayed.fetch_add(replayed, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(e) => {
-                        self.metrics.store_down(&e);
-                        if self.wait_or_give_up(&mut give_up, backoff).await {
-                            // Not committed: read again from the committed
-                            // position at the next start.
+            // Read ahead only what can be written now: while batches wait
+            // (the store is away), nothing more is held in memory.
+            if in_flight.len() < parallel && pending.is_empty() {
+                let durable = *self.durable.borrow_and_update();
+                if reader.position() < durable {
+                    // Read the next batch while the others are written.
+                    let n = self.batch_size;
+                    let mut names = std::mem::take(&mut names_slot);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut rows = Vec::with_capacity(n.min(16_384));
+                        let mut bad = 0u64;
+                        let mut next_ts = None;
+                        let result = (|| -> std::io::Result<()> {
+                            while rows.len() < n {
+                                let Some(rec) = reader.next(durable)? else {
+                                    break;
+                                };
+                                if rec.kind != KIND_EVENT {
+                                    continue;
+                                }
+                                match decode_event(
+                                    &rec.agent,
+                                    rec.counters,
+                                    rec.payload,
+                                    &mut names,
+                                ) {
+                                    Some(ev) => rows.push((ev, rec.end)),
+                                    None => bad += 1,
+                                }
+                            }
+                            next_ts = reader.next_ts_us();
+                            Ok(())
+                        })();
+                        (reader, rows, bad, next_ts, result, names)
+                    })
+                    .await;
+                    let Ok((r, rows, bad, next_ts, result, names)) = read else {
+                        tracing::error!("the spool reader failed; stored events stop here");
+                        return false;
+                    };
+                    reader = r;
+                    names_slot = names;
+                    if let Err(e) = result {
+                        tracing::error!(spool = %self.dir.display(), "reading the spool failed, retrying: {e}");
+                        if self
+                            .wait_or_give_up(&mut give_up, Duration::from_secs(1))
+                            .await
+                        {
                             return false;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
                     }
+                    self.stats
+                        .corrupt
+                        .store(reader.corrupt_skipped() + bad, Ordering::Relaxed);
+                    let end = reader.position();
+                    let replayed = rows.iter().filter(|(_, p)| *p <= self.start_end).count() as u64;
+                    let events: Vec<EventRow> = rows.into_iter().map(|(e, _)| e).collect();
+                    pending.push_back(Batch {
+                        events: Arc::new(events),
+                        ids: None,
+                        end,
+                        replayed,
+                        next_ts,
+                    });
+                    continue;
+                }
+                if in_flight.is_empty() {
+                    // Everything durable is stored: wait for more.
+                    if writer_gone {
+                        return true;
+                    }
+                    tokio::select! {
+                        r = self.durable.changed() => if r.is_err() { writer_gone = true },
+                        _ = give_up.changed() => if *give_up.borrow() { return false },
+                    }
+                    continue;
                 }
             }
+            // The oldest batch in flight: committed, or written again (with
+            // every later one, which then rolled back).
+            let Some(front) = in_flight.pop_front() else {
+                continue;
+            };
+            let result = match front.task.await {
+                Ok(r) => r,
+                Err(e) => Err(ossec_store::StoreError::Limit(format!(
+                    "the task writing a batch failed: {e}"
+                ))),
+            };
+            match result {
+                Ok(data) => {
+                    backoff = Duration::from_millis(100);
+                    let b = front.batch;
+                    self.metrics.store_is_up();
+                    self.metrics.data_written(&data);
+                    self.metrics
+                        .batch_written(b.events.len(), front.started.elapsed().as_secs_f64());
+                    self.stats.replayed.fetch_add(b.replayed, Ordering::Relaxed);
+                    self.stats
+                        .oldest_us
+                        .store(b.next_ts.unwrap_or(0), Ordering::Relaxed);
+                    self.release(b.end).await;
+                }
+                Err(e) => {
+                    if !matches!(e, ossec_store::StoreError::PreviousNotCommitted) {
+                        self.metrics.store_down(&e);
+                    }
+                    let mut again = VecDeque::with_capacity(in_flight.len() + 1 + pending.len());
+                    again.push_back(front.batch);
+                    for later in in_flight.drain(..) {
+                        // Its turn said no: it rolls back, or already did.
+                        let _ = later.task.await;
+                        again.push_back(later.batch);
+                    }
+                    again.append(&mut pending);
+                    pending = again;
+                    last_turn = None;
+                    // Not committed: read again from the committed position
+                    // at the next start.
+                    if self.wait_or_give_up(&mut give_up, backoff).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Starts writing `b`; it commits after the batch before it (whose
+    /// turn is `last_turn`) did.
+    fn spawn_write(&self, b: Batch, last_turn: &mut Option<oneshot::Receiver<bool>>) -> InFlight {
+        let (done, next_turn) = oneshot::channel();
+        let previous = last_turn.replace(next_turn);
+        let store = self.store.clone();
+        let events = b.events.clone();
+        let ids = b.ids.clone();
+        let progress = SpoolProgress {
+            spool_id: self.id.clone(),
+            segment: b.end.segment as i64,
+            offset: b.end.offset as i64,
+        };
+        let options = self.options;
+        let task = tokio::spawn(async move {
+            let turn = async move {
+                match previous {
+                    None => true,
+                    Some(rx) => rx.await.unwrap_or(false),
+                }
+            };
+            let r = store
+                .insert_events_ordered(
+                    &events,
+                    ids.as_deref().map(Vec::as_slice),
+                    &progress,
+                    options,
+                    turn,
+                )
+                .await;
+            let _ = done.send(r.is_ok());
+            r
+        });
+        InFlight {
+            batch: b,
+            task,
+            started: Instant::now(),
+        }
+    }
+
+    /// Deletes the spool segments that are wholly committed.
+    async fn release(&self, end: Position) {
+        let spool = self.spool.clone();
+        let released = tokio::task::spawn_blocking(move || {
+            let mut sp = spool.lock();
+            let r = sp.release(end);
+            (r, sp.bytes(), sp.segments())
+        })
+        .await;
+        if let Ok((r, bytes, segments)) = released {
+            if let Err(e) = r {
+                tracing::warn!(spool = %self.dir.display(), "deleting stored spool segments failed: {e}");
+            }
+            self.stats.bytes.store(bytes, Ordering::Relaxed);
             self.stats
-                .oldest_us
-                .store(next_ts.unwrap_or(0), Ordering::Relaxed);
-            let spool = self.spool.clone();
-            let released = tokio::task::spawn_blocking(move || {
-                let mut sp = spool.lock();
-                let r = sp.release(end);
-                (r, sp.bytes(), sp.segments())
-            })
-            .await;
-            if let Ok((r, bytes, segments)) = released {
-                if let Err(e) = r {
-                    tracing::warn!(spool = %self.dir.display(), "deleting stored spool segments failed: {e}");
-                }
-                self.stats.bytes.store(bytes, Ordering::Relaxed);
-                self.stats
-                    .segments
-                    .store(segments as u64, Ordering::Relaxed);
-            }
+                .segments
+                .store(segments as u64, Ordering::Relaxed);
         }
     }
 

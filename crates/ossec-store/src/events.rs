@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ossec_fields::Outcome;
 
-use crate::pg_copy::copy_events;
+use crate::pg_copy::{copy_events, copy_events_with_ids};
 use crate::sqlite_events::insert_events_sqlite;
 use crate::{sql, Result, Store};
 
@@ -90,6 +90,17 @@ impl DataCounts {
             Outcome::XmlInvalid => self.xml_invalid += 1,
         }
     }
+}
+
+/// SQLite takes no ids: the database numbers rows in the (only) order
+/// they are written.
+async fn sqlite_ignoring_ids(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[EventRow],
+    _ids: Option<&[i64]>,
+    opts: EventOptions,
+) -> Result<DataCounts> {
+    insert_events_sqlite(conn, rows, opts).await
 }
 
 /// A database "data exception" (SQLSTATE class 22: a value the column
@@ -173,6 +184,101 @@ impl Store {
                 Ok(counts)
             }
             other => other,
+        }
+    }
+
+    /// [`Store::insert_events_at`] for spool batches written concurrently,
+    /// in order: the rows are written at once (so that several batches keep
+    /// the server busy together), then `turn` is awaited (it says whether
+    /// the previous batch committed) and only then is the position saved and
+    /// the transaction committed. Transactions so commit in the order of
+    /// their batches and the committed position is always the end of a
+    /// committed prefix of the spool: exactly once still holds whenever the
+    /// process dies. When `turn` says false the transaction is rolled back
+    /// ([`StoreError::PreviousNotCommitted`](crate::StoreError)).
+    ///
+    /// `ids` (from [`Store::reserve_event_ids`], in spool order) become the
+    /// rows' `id`s on PostgreSQL, so that `ORDER BY id` keeps each agent's
+    /// order although batches are written at once.
+    pub async fn insert_events_ordered(
+        &self,
+        rows: &[EventRow],
+        ids: Option<&[i64]>,
+        progress: &SpoolProgress,
+        opts: EventOptions,
+        turn: impl std::future::Future<Output = bool>,
+    ) -> Result<DataCounts> {
+        const PROGRESS: &str = "INSERT INTO spool_progress (spool_id, segment, byte_offset) VALUES ($1, $2, $3) \
+            ON CONFLICT (spool_id) DO UPDATE SET segment = excluded.segment, byte_offset = excluded.byte_offset, \
+            updated_at = excluded.updated_at";
+        macro_rules! write {
+            ($pool:expr, $rows:path) => {{
+                let mut o = opts;
+                let (mut tx, mut counts) = loop {
+                    let mut tx = $pool
+                        .begin()
+                        .await
+                        .map_err(sql("beginning a transaction"))?;
+                    match $rows(&mut tx, rows, ids, o).await {
+                        Ok(c) => break (tx, c),
+                        // As in `insert_events_at`: a batch whose data the
+                        // database refuses is stored with data NULL.
+                        Err(e) if o.data && is_data_exception(&e) => {
+                            tracing::warn!(
+                                rows = rows.len(),
+                                "the store refused the structured data of a batch; storing it with data NULL: {e}"
+                            );
+                            drop(tx);
+                            o = EventOptions { data: false };
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                if !o.data && opts.data {
+                    counts.refused = rows.len() as u64;
+                }
+                if !turn.await {
+                    return Err(crate::StoreError::PreviousNotCommitted);
+                }
+                sqlx::query(PROGRESS)
+                    .bind(&progress.spool_id)
+                    .bind(progress.segment)
+                    .bind(progress.offset)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("saving the spool position"))?;
+                tx.commit().await.map_err(sql("committing events"))?;
+                Ok(counts)
+            }};
+        }
+        match self {
+            Store::Postgres(pool) => write!(pool, copy_events_with_ids),
+            Store::Sqlite(pool) => write!(pool, sqlite_ignoring_ids),
+        }
+    }
+
+    /// `n` new event ids, ascending (PostgreSQL; `None` for SQLite, which
+    /// writes one batch at a time). Taken from the `events` sequence like
+    /// the ids the database gives itself: unused ones are gaps, as after a
+    /// rolled back transaction.
+    pub async fn reserve_event_ids(&self, n: usize) -> Result<Option<Vec<i64>>> {
+        const Q: &str =
+            "SELECT array_agg(nextval('events_id_seq')) FROM generate_series(1, $1::bigint)";
+        match self {
+            Store::Postgres(pool) => {
+                if n == 0 {
+                    return Ok(Some(Vec::new()));
+                }
+                let (ids,): (Vec<i64>,) = sqlx::query_as(Q)
+                    .bind(n as i64)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(sql("reserving event ids"))?;
+                let mut ids = ids;
+                ids.sort_unstable();
+                Ok(Some(ids))
+            }
+            Store::Sqlite(_) => Ok(None),
         }
     }
 

@@ -55,6 +55,10 @@ pub enum StoreError {
         what: &'static str,
         cause: sqlx::Error,
     },
+    /// [`Store::insert_events_ordered`]: the batch before this one was not
+    /// committed, so this one was rolled back (it is written again after it).
+    #[error("rolled back: the batch before it was not committed")]
+    PreviousNotCommitted,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;

@@ -10,6 +10,10 @@ const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 /// Columns per row in [`COPY_EVENTS`].
 const COPY_COLUMNS: i16 = 14;
 
+/// [`COPY_EVENTS`] with the `id` of each row given (reserved beforehand,
+/// so that batches written at once keep the spool's order).
+const COPY_EVENTS_WITH_ID: &str = "COPY events (id, received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter, data) FROM STDIN WITH (FORMAT binary)";
+
 const COPY_EVENTS: &str = "COPY events (received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter, data) FROM STDIN WITH (FORMAT binary)";
 
 /// The version byte that starts a `jsonb` value in binary format.
@@ -37,7 +41,7 @@ pub fn copy_rows(rows: &[EventRow], opts: EventOptions, out: &mut Vec<u8>) -> Da
     let mut counts = DataCounts::default();
     out.extend_from_slice(COPY_BINARY_HEADER);
     for r in rows {
-        copy_row(r, opts, &mut counts, out);
+        copy_row(r, None, opts, &mut counts, out);
     }
     copy_trailer(out);
     counts
@@ -49,11 +53,24 @@ fn copy_trailer(out: &mut Vec<u8>) {
 }
 
 /// One row of binary COPY data.
-fn copy_row(r: &EventRow, opts: EventOptions, counts: &mut DataCounts, out: &mut Vec<u8>) {
+fn copy_row(
+    r: &EventRow,
+    id: Option<i64>,
+    opts: EventOptions,
+    counts: &mut DataCounts,
+    out: &mut Vec<u8>,
+) {
     use std::io::Write;
     let (location, location_raw) = text_and_raw(&r.location);
     let (message, message_raw) = text_and_raw(&r.message);
-    out.extend_from_slice(&COPY_COLUMNS.to_be_bytes());
+    match id {
+        Some(id) => {
+            out.extend_from_slice(&(COPY_COLUMNS + 1).to_be_bytes());
+            out.extend_from_slice(&8i32.to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        None => out.extend_from_slice(&COPY_COLUMNS.to_be_bytes()),
+    }
     out.extend_from_slice(&8i32.to_be_bytes());
     out.extend_from_slice(
         &r.received_at
@@ -119,12 +136,33 @@ pub(crate) async fn copy_events(
     rows: &[EventRow],
     opts: EventOptions,
 ) -> Result<DataCounts> {
+    copy_events_with_ids(conn, rows, None, opts).await
+}
+
+/// [`copy_events`], with each row's `id` when `ids` is given (one per row).
+pub(crate) async fn copy_events_with_ids(
+    conn: &mut sqlx::PgConnection,
+    rows: &[EventRow],
+    ids: Option<&[i64]>,
+    opts: EventOptions,
+) -> Result<DataCounts> {
     let mut counts = DataCounts::default();
     if rows.is_empty() {
         return Ok(counts);
     }
+    if ids.is_some_and(|ids| ids.len() != rows.len()) {
+        return Err(StoreError::Limit(format!(
+            "{} ids reserved for {} events",
+            ids.map_or(0, <[i64]>::len),
+            rows.len()
+        )));
+    }
+    let statement = match ids {
+        Some(_) => COPY_EVENTS_WITH_ID,
+        None => COPY_EVENTS,
+    };
     let mut copy = conn
-        .copy_in_raw(COPY_EVENTS)
+        .copy_in_raw(statement)
         .await
         .map_err(sql("starting COPY"))?;
     // One chunk and the row that crosses its end (grown if a row
@@ -133,7 +171,7 @@ pub(crate) async fn copy_events(
     buf.extend_from_slice(COPY_BINARY_HEADER);
     let mut sent = Ok(());
     for (i, r) in rows.iter().enumerate() {
-        copy_row(r, opts, &mut counts, &mut buf);
+        copy_row(r, ids.map(|ids| ids[i]), opts, &mut counts, &mut buf);
         if i + 1 == rows.len() {
             copy_trailer(&mut buf);
         }
