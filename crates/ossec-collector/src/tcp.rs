@@ -17,12 +17,12 @@ use bytes::{Buf, BytesMut};
 use ossec_proto::frame::{self, FrameCheck};
 use ossec_store::EventRow;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::agents::Agent;
-use crate::ingest::{Ingest, Origin};
+use crate::ingest::{Ingest, Origin, Outcome};
 use crate::metrics::{CloseReason, Transport};
 use crate::proxy::ProxySettings;
 
@@ -87,7 +87,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let metrics = ingest.metrics.clone();
     loop {
-        let Some((mut stream, peer)) = accept(&listener, "TCP", &mut shutdown).await else {
+        let Some((stream, peer)) = accept(&listener, "TCP", &mut shutdown).await else {
             break;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -104,35 +104,67 @@ pub async fn serve(
                 .with_time(Duration::from_secs(30))
                 .with_interval(Duration::from_secs(10)),
         );
-        let (ingest, tx, shutdown) = (ingest.clone(), tx.clone(), shutdown.clone());
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            // Behind a load balancer the agent is the header's address.
-            let peer = match crate::proxy::agent_addr(&mut stream, peer, proxy.as_deref()).await {
-                Ok(agent) => agent,
-                Err(reason) => {
-                    ingest.metrics.proxy_rejected(reason, peer);
-                    ingest.metrics.tcp_closed(CloseReason::Rejected);
-                    drop(permit);
-                    return;
-                }
-            };
-            let reason =
-                connection(stream, peer, &ingest, &tx, limits.idle_timeout, shutdown).await;
-            ingest.metrics.tcp_closed(reason);
-            drop(permit);
-        });
+        tokio::spawn(serve_one(
+            stream,
+            peer,
+            ingest.clone(),
+            tx.clone(),
+            limits.idle_timeout,
+            proxy.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
 }
 
-/// Serves one connection; returns why it ended.
-async fn connection(
+/// One accepted connection, as its own task: the PROXY header when
+/// configured, then [`connection`].
+#[allow(clippy::too_many_arguments)]
+async fn serve_one(
     mut stream: TcpStream,
+    peer: SocketAddr,
+    ingest: Arc<Ingest>,
+    tx: mpsc::Sender<EventRow>,
+    idle: Duration,
+    proxy: Option<Arc<ProxySettings>>,
+    mut shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    // Behind a load balancer the agent is the header's address.
+    let peer = match crate::proxy::agent_addr(&mut stream, peer, proxy.as_deref()).await {
+        Ok(agent) => agent,
+        Err(reason) => {
+            ingest.metrics.proxy_rejected(reason, peer);
+            ingest.metrics.tcp_closed(CloseReason::Rejected);
+            drop(permit);
+            return;
+        }
+    };
+    drop(proxy);
+    // By reference: moved into it, they would take room twice in the task.
+    let reason = connection(&mut stream, peer, &ingest, &tx, idle, &mut shutdown).await;
+    ingest.metrics.tcp_closed(reason);
+    drop(permit);
+}
+
+/// Serves one connection; returns why it ended.
+///
+/// Memory: a fleet keeps tens of thousands of agents connected that send
+/// little more than a keepalive a minute, so an idle connection holds as
+/// little as possible. It waits for the socket to become readable without
+/// a read buffer, takes one only to read, and gives it back (with the
+/// replies buffer) once everything read was handled and the socket has
+/// nothing more; only a partial frame keeps its buffer. The futures of the
+/// rarely taken paths (a counter read from the store inside
+/// [`Ingest::receive`], waiting for room in the queue) are boxed, so that
+/// they do not make every connection's task larger.
+async fn connection(
+    stream: &mut TcpStream,
     peer: SocketAddr,
     ingest: &Ingest,
     tx: &mpsc::Sender<EventRow>,
     idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> CloseReason {
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let takeover = Arc::new(Notify::new());
@@ -143,7 +175,8 @@ async fn connection(
     };
     let mut bound: Vec<Arc<Agent>> = Vec::new();
     let mut read_size = MIN_READ;
-    let mut buf = BytesMut::with_capacity(read_size);
+    // No allocation until there is something to read.
+    let mut buf = BytesMut::new();
     let mut replies: Vec<u8> = Vec::new();
     let mut closing = false;
     // One idle timer, one takeover waiter and one shutdown waiter for the
@@ -158,19 +191,20 @@ async fn connection(
     tokio::pin!(idle_timer);
     let taken_over = takeover.notified();
     tokio::pin!(taken_over);
-    let stopping = crate::shutdown::requested(&mut shutdown);
+    // As `shutdown::requested`, in a smaller future.
+    let stopping = async {
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
     tokio::pin!(stopping);
     let reason = 'conn: loop {
-        // Room to read into: 4 KiB for a quiet agent, doubled (up to 64 KiB)
-        // while reads keep filling it, so that a busy agent's frames come
-        // in a few large reads instead of many small ones.
-        if buf.capacity() - buf.len() < read_size / 4 {
-            buf.reserve(read_size);
-        }
         // Biased: shutdown and takeover first (a busy agent must not delay
         // them), then data before the idle timer (data that is ready never
         // loses to a timer that fired meanwhile).
-        let n = tokio::select! {
+        tokio::select! {
             biased;
             _ = &mut stopping => {
                 // Take in what the kernel already received, then stop.
@@ -186,19 +220,46 @@ async fn connection(
                     break CloseReason::Shutdown;
                 }
                 closing = true;
-                drained
             }
             _ = &mut taken_over => break CloseReason::Takeover,
-            r = stream.read_buf(&mut buf) => match r {
-                Ok(0) => break CloseReason::Eof,
-                Ok(n) => {
-                    if buf.capacity() == buf.len() {
-                        read_size = (read_size * 2).min(MAX_READ);
-                    }
-                    n
+            // Readiness through the stream's own waker slot: a smaller
+            // future than `readable()`, which queues a waiter.
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                if r.is_err() {
+                    break CloseReason::IoError;
                 }
-                Err(_) => break CloseReason::IoError,
-            },
+                // Room to read into: 4 KiB for a quiet agent, doubled (up
+                // to 64 KiB) while reads keep filling it, so that a busy
+                // agent's frames come in a few large reads instead of many
+                // small ones.
+                if buf.capacity() - buf.len() < read_size / 4 {
+                    buf.reserve(read_size);
+                }
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => break CloseReason::Eof,
+                    Ok(_) => {
+                        if buf.capacity() == buf.len() {
+                            read_size = (read_size * 2).min(MAX_READ);
+                        }
+                    }
+                    Err(e) if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {
+                        // Nothing (more) to read: wait without buffers
+                        // unless a partial frame needs its buffer. The
+                        // replies were flushed after the last pass.
+                        if buf.is_empty() && buf.capacity() > 0 {
+                            buf = BytesMut::new();
+                        }
+                        if replies.is_empty() && replies.capacity() > 0 {
+                            replies = Vec::new();
+                        }
+                        continue;
+                    }
+                    Err(_) => break CloseReason::IoError,
+                }
+            }
             _ = &mut idle_timer => {
                 let deadline = last_active + idle;
                 if tokio::time::Instant::now() >= deadline {
@@ -207,43 +268,29 @@ async fn connection(
                 idle_timer.as_mut().reset(deadline);
                 continue;
             }
-        };
-        let _ = n;
+        }
         loop {
             match frame::check(&buf) {
                 Ok(FrameCheck::Complete(len)) => {
-                    let out = ingest
-                        .receive(&buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len], &origin)
-                        .await;
+                    let wire = &buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len];
+                    // Boxed: the future can read counters from the store,
+                    // which makes it larger than the rest of the connection.
+                    let out = Box::pin(ingest.receive(wire, &origin)).await;
                     buf.advance(frame::LEN_PREFIX + len);
-                    if let Some(a) = out.bound {
-                        bound.push(a);
-                    }
-                    if let Some(reply) = out.reply {
-                        let _ = frame::encode_frame(&reply, &mut replies);
-                    }
-                    if let Some(ev) = out.event {
-                        // Backpressure: wait for room rather than drop; but first
-                        // send the ACKs already due, so agents do not time out.
-                        let ev = match tx.try_send(ev) {
-                            Ok(()) => None,
-                            Err(mpsc::error::TrySendError::Full(ev)) => Some(ev),
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
-                                break 'conn CloseReason::Shutdown
+                    let close = out.close;
+                    match take(out, &mut bound, &mut replies, tx, ingest) {
+                        Then::Next => {}
+                        Then::Wait(ev) => {
+                            let wait = queue_when_room(stream, &mut replies, ingest, tx, *ev);
+                            if let Err(reason) = Box::pin(wait).await {
+                                break 'conn reason;
                             }
-                        };
-                        if let Some(ev) = ev {
-                            if flush(&mut stream, &mut replies, ingest).await.is_err() {
-                                break 'conn CloseReason::IoError;
-                            }
-                            if tx.send(ev).await.is_err() {
-                                break 'conn CloseReason::Shutdown;
-                            }
+                            ingest.metrics.events_queued.fetch_add(1, Ordering::Relaxed);
                         }
-                        ingest.metrics.events_queued.fetch_add(1, Ordering::Relaxed);
+                        Then::Stop => break 'conn CloseReason::Shutdown,
                     }
-                    if out.close {
-                        let _ = flush(&mut stream, &mut replies, ingest).await;
+                    if close {
+                        let _ = flush(stream, &mut replies, ingest).await;
                         break 'conn CloseReason::Rejected;
                     }
                 }
@@ -260,12 +307,12 @@ async fn connection(
                     ingest
                         .metrics
                         .rejected(r.kind, None, peer, Transport::Tcp, &r.detail);
-                    let _ = flush(&mut stream, &mut replies, ingest).await;
+                    let _ = flush(stream, &mut replies, ingest).await;
                     break 'conn CloseReason::Rejected;
                 }
             }
         }
-        if flush(&mut stream, &mut replies, ingest).await.is_err() {
+        if flush(stream, &mut replies, ingest).await.is_err() {
             break CloseReason::IoError;
         }
         if closing {
@@ -275,7 +322,7 @@ async fn connection(
         // Give back memory after a large frame.
         if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
             read_size = MIN_READ;
-            buf = BytesMut::with_capacity(read_size);
+            buf = BytesMut::new();
         }
     };
     for a in bound {
@@ -285,6 +332,65 @@ async fn connection(
         }
     }
     reason
+}
+
+/// What is left to do for a handled frame once the parts that need no
+/// waiting are done.
+enum Then {
+    Next,
+    /// The queue is full: wait for room for this event (boxed: the rare
+    /// case keeps the connection's future small).
+    Wait(Box<EventRow>),
+    /// The queue is closed: the collector is stopping.
+    Stop,
+}
+
+/// Takes a handled frame's outcome apart without waiting: the agent it
+/// bound, its reply (framed into `replies`), its event (queued if there
+/// is room).
+fn take(
+    out: Outcome,
+    bound: &mut Vec<Arc<Agent>>,
+    replies: &mut Vec<u8>,
+    tx: &mpsc::Sender<EventRow>,
+    ingest: &Ingest,
+) -> Then {
+    if let Some(a) = out.bound {
+        bound.push(a);
+    }
+    if let Some(reply) = out.reply {
+        let _ = frame::encode_frame(&reply, replies);
+    }
+    let Some(ev) = out.event else {
+        return Then::Next;
+    };
+    match tx.try_send(ev) {
+        Ok(()) => {
+            ingest.metrics.events_queued.fetch_add(1, Ordering::Relaxed);
+            Then::Next
+        }
+        Err(mpsc::error::TrySendError::Full(ev)) => Then::Wait(Box::new(ev)),
+        Err(mpsc::error::TrySendError::Closed(_)) => Then::Stop,
+    }
+}
+
+/// Backpressure: the queue is full. Sends the ACKs already due first (so
+/// that agents do not time out while the store catches up), then waits
+/// for room rather than dropping the event.
+async fn queue_when_room(
+    stream: &mut TcpStream,
+    replies: &mut Vec<u8>,
+    ingest: &Ingest,
+    tx: &mpsc::Sender<EventRow>,
+    ev: EventRow,
+) -> Result<(), CloseReason> {
+    if flush(stream, replies, ingest).await.is_err() {
+        return Err(CloseReason::IoError);
+    }
+    if tx.send(ev).await.is_err() {
+        return Err(CloseReason::Shutdown);
+    }
+    Ok(())
 }
 
 async fn flush(

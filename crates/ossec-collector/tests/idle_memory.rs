@@ -1,0 +1,199 @@
+//! Idle TCP connections: what a connected, quiet agent costs the collector
+//! in heap (a fleet keeps tens of thousands connected that send little
+//! more than a keepalive), and that framing still works across the buffer
+//! an idle connection gives back: a frame split into single bytes with
+//! pauses between them, a frame of the largest size split across reads,
+//! frames that arrive after idle periods.
+//!
+//! The heap is counted by this binary's global allocator (live bytes and
+//! live blocks by size), around a collector in this process; the agents
+//! are blocking `std` sockets so that they allocate nothing on the client
+//! side while connected. The tests of this file take one lock: under
+//! `cargo test` they would otherwise count each other's allocations.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ossec_agent_sim::agent::{Agent as SimAgent, Flavor};
+use ossec_proto::{Cipher, ClientKeys};
+use rand::SeedableRng;
+
+/// Counts live heap bytes, and live blocks in 64-byte size classes (the
+/// last class: everything of 16 KiB and more).
+struct Counting;
+
+const CLASS: usize = 64;
+const CLASSES: usize = 257;
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static BLOCKS: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
+
+fn note(size: usize, n: i64) {
+    LIVE.fetch_add(n * size as i64, Relaxed);
+    BLOCKS[(size.saturating_sub(1) / CLASS).min(CLASSES - 1)].fetch_add(n, Relaxed);
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            note(l.size(), 1);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            note(l.size(), 1);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        note(l.size(), -1);
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            note(l.size(), -1);
+            note(new, 1);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn snapshot() -> (i64, Vec<i64>) {
+    (
+        LIVE.load(Relaxed),
+        BLOCKS.iter().map(|b| b.load(Relaxed)).collect(),
+    )
+}
+
+fn framed(wire: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    ossec_proto::frame::encode_frame(wire, &mut f).unwrap();
+    f
+}
+
+/// Reads one frame from a blocking socket.
+fn read_frame(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut f = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut f).unwrap();
+    f
+}
+
+/// Connects agents `range` of `keys`: startup and keepalive, each ACKed,
+/// then leaves them connected and quiet. Returns the sockets.
+fn connect_agents(
+    addr: SocketAddr,
+    keys: &Arc<ClientKeys>,
+    range: std::ops::Range<usize>,
+    out: &mut Vec<std::net::TcpStream>,
+) {
+    for i in range {
+        let mut agent = SimAgent::new(keys.clone(), i, Flavor::Wazuh, Cipher::Aes, i as u64);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&framed(&agent.startup().unwrap())).unwrap();
+        assert!(agent.check_reply(&read_frame(&mut s)).unwrap().ack);
+        s.write_all(&framed(&agent.keepalive(None).unwrap()))
+            .unwrap();
+        assert!(agent.check_reply(&read_frame(&mut s)).unwrap().ack);
+        out.push(s);
+    }
+}
+
+/// The live heap once it stopped moving (the state writer's flush of the
+/// new agents' records and other background work are done).
+async fn settled() -> (i64, Vec<i64>) {
+    let mut last = snapshot();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = snapshot();
+        if (now.0 - last.0).abs() < 16 * 1024 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// A connected, idle agent keeps no read buffer (4 KiB before), no
+/// replies buffer, and a connection task without the rare paths' futures:
+/// measured over the second of two equal groups of agents, so that what
+/// the first connections grow once (slabs, tables) is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_costs_little_heap() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const N: usize = 200;
+    let keys_text =
+        ossec_agent_sim::generate_keys(2 * N, &mut rand::rngs::SmallRng::seed_from_u64(7));
+    let keys = Arc::new(ClientKeys::parse(keys_text.as_bytes()).unwrap());
+    let db = TestDb::new(Backend::Sqlite).await;
+    let c = start(&keys_text, &db, |a| {
+        a.spool_dir = Some("off".into());
+    })
+    .await;
+    let addr = c.addr;
+    let mut sockets = Vec::with_capacity(2 * N);
+    let (mut socks, k) = (std::mem::take(&mut sockets), keys.clone());
+    socks = tokio::task::spawn_blocking(move || {
+        connect_agents(addr, &k, 0..N, &mut socks);
+        socks
+    })
+    .await
+    .unwrap();
+    let (before, before_blocks) = settled().await;
+    let k = keys.clone();
+    socks = tokio::task::spawn_blocking(move || {
+        connect_agents(addr, &k, N..2 * N, &mut socks);
+        socks
+    })
+    .await
+    .unwrap();
+    let (after, after_blocks) = settled().await;
+    let per_conn = (after - before) as f64 / N as f64;
+    let mut grown: Vec<(i64, usize)> = before_blocks
+        .iter()
+        .zip(&after_blocks)
+        .enumerate()
+        .map(|(i, (b, a))| (a - b, i))
+        .filter(|(d, _)| *d >= N as i64 / 2)
+        .collect();
+    grown.sort_unstable_by(|a, b| b.cmp(a));
+    let classes: Vec<String> = grown
+        .iter()
+        .map(|(d, i)| format!("{d} × {}..{} B", i * CLASS + 1, (i + 1) * CLASS))
+        .collect();
+    eprintln!(
+        "heap per idle TCP agent: {per_conn:.0} B; blocks that grew: {}",
+        classes.join(", ")
+    );
+    assert_eq!(
+        c.running
+            .metrics
+            .tcp_open
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2 * N as i64
+    );
+    // A read buffer per idle connection alone would be 4 KiB.
+    assert!(
+        per_conn < 3.0 * 1024.0,
+        "an idle TCP agent costs {per_conn:.0} B of heap"
+    );
+    drop(socks);
+    c.running.shutdown().await.unwrap();
+}
