@@ -809,8 +809,8 @@ fn settings(words: &[String]) -> std::collections::BTreeSet<String> {
 }
 
 /// The compose file's PostgreSQL settings are the ones the benchmark runs
-/// its own cluster with (`PG_TUNING` in bench/run.sh), so that
-/// docs/benchmarks.md measures the deployment we ship.
+/// its own cluster with (`PG_TUNING` in crates/ossec-bench/src/pg.rs), so
+/// that docs/benchmarks.md measures the deployment we ship.
 #[test]
 fn compose_postgres_settings_are_the_benchmarks() {
     let command = strings(&compose()["services"]["db"]["command"]);
@@ -820,15 +820,21 @@ fn compose_postgres_settings_are_the_benchmarks() {
         compose.iter().any(|s| s.starts_with("shared_buffers=")),
         "{compose:?}"
     );
-    let bench = read("bench/run.sh");
+    let bench = read("crates/ossec-bench/src/pg.rs");
     let start = bench
-        .find("PG_TUNING=(")
-        .expect("PG_TUNING in bench/run.sh")
-        + "PG_TUNING=(".len();
-    let end = start + bench[start..].find(')').expect("end of PG_TUNING");
-    let words: Vec<String> = bench[start..end]
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+        .find("PG_TUNING: &[&str] = &[")
+        .expect("PG_TUNING in crates/ossec-bench/src/pg.rs")
+        + "PG_TUNING: &[&str] = &[".len();
+    let end = start + bench[start..].find("];").expect("end of PG_TUNING");
+    let mut words = Vec::new();
+    for s in bench[start..end]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let s = s.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
+        words.push("-c".to_string());
+        words.push(s.expect("PG_TUNING holds string literals").to_string());
+    }
     assert_eq!(settings(&words), compose);
 }
