@@ -131,7 +131,8 @@ pub struct Serving {
 }
 
 /// Starts `ossec-collector serve` on `db_url` with the keys in `keys`,
-/// every listener on a free port, its spool in `dir/spool`.
+/// every listener on a free port, its spool in `dir/spool` unless `extra`
+/// gives `--spool-dir` itself (e.g. `--spool-dir=off`, to measure the spool).
 pub fn start_collector(
     dir: &Path,
     keys: &Path,
@@ -152,10 +153,11 @@ pub fn start_collector(
         .arg(keys)
         .args(["--database-url", db_url])
         .args(["--verify-counters", "true"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--spool-dir")
-        .arg(dir.join("spool"))
-        .args(extra)
+        .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+    if !extra.iter().any(|a| a.starts_with("--spool-dir")) {
+        cmd.arg("--spool-dir").arg(dir.join("spool"));
+    }
+    cmd.args(extra)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(f.try_clone()?)
