@@ -22,6 +22,31 @@ pub mod preseal;
 pub mod seal;
 pub mod sim;
 
+/// Raises the soft open-files limit to the hard one (one socket per agent);
+/// returns the soft limit now, or 0 when it cannot be read.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 0;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                l.rlim_cur = l.rlim_max;
+            }
+        }
+        l.rlim_cur
+    }
+}
+
 pub use agent::{generate_keys, Agent, Flavor, Reply};
 pub use events::{EventKind, Mix};
 pub use sim::{run, Cidr, CipherChoice, SimConfig, Summary, TransportChoice};

@@ -129,30 +129,6 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// Raises the soft open-files limit to the hard limit (one socket per agent).
-fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 0;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur;
-            }
-        }
-        l.rlim_cur
-    }
-}
-
 fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -260,7 +236,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     );
     let keepalive = secs(args.keepalive, "keepalive")?;
     anyhow::ensure!(!keepalive.is_zero(), "--keepalive must be > 0");
-    let fds = raise_fd_limit();
+    let fds = ossec_agent_sim::raise_fd_limit();
     if fds > 0 && (fds as usize) < agents + 64 {
         eprintln!(
             "warning: the open-files limit is {fds}, too low for {agents} agents (raise it with ulimit -n)"

@@ -55,30 +55,6 @@ pub struct Args {
 /// listeners, logs).
 const FD_MARGIN: u64 = 300;
 
-/// Raises the soft open-files limit to the hard one; returns the limit now.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 1024;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                l.rlim_cur = l.rlim_max;
-            }
-        }
-        l.rlim_cur
-    }
-}
-
 pub fn run(mut a: Args) -> Result<()> {
     if a.smoke {
         a.agents = 200;
@@ -89,7 +65,10 @@ pub fn run(mut a: Args) -> Result<()> {
     if a.agents == 0 {
         bail!("--agents must be at least 1");
     }
-    let fd_limit = raise_fd_limit();
+    let fd_limit = match ossec_agent_sim::raise_fd_limit() {
+        0 => 1024,
+        n => n,
+    };
     let cap = fd_limit.saturating_sub(FD_MARGIN) as usize;
     let agents = a.agents.min(cap);
     let capped = agents < a.agents;
