@@ -100,7 +100,8 @@ pub struct ServeArgs {
     /// UDP sockets (SO_REUSEPORT) reading in parallel [default: number of CPUs].
     #[arg(long, env = "OSSEC_COLLECTOR_UDP_WORKERS", value_name = "N")]
     pub udp_workers: Option<usize>,
-    /// Prometheus `/metrics` and `/health` address, or `off` [default: 127.0.0.1:9514].
+    /// HTTP address for the status page `/`, `/api/agents`, `/api/stats`, Prometheus
+    /// `/metrics` and `/health`, or `off` [default: 127.0.0.1:9514].
     #[arg(long, env = "OSSEC_COLLECTOR_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// File whose first line is a token: every route of the metrics listener except `/health` (`/metrics`, the status page, `/api/…`) then requires `Authorization: Bearer <token>` [default: none: open to whoever reaches the listener, warned unless on loopback].

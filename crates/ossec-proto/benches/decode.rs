@@ -124,6 +124,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| classify(black_box(&keepalive_payload)).unwrap())
     });
     g.finish();
+
+    // The MD5 check every message needs, alone: the part of decode that
+    // costs the same in Wazuh's C (OpenSSL's assembly) and here (md-5's).
+    let mut g = c.benchmark_group("md5");
+    for len in [170usize, 2048] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("{len}B"), |b| {
+            b.iter(|| ossec_proto::derive::md5_hex(black_box(&data)))
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);
