@@ -371,7 +371,7 @@ impl Decoder {
             }
             self.scratch.clear();
             self.scratch.extend_from_slice(ct);
-            let dec = Aes256CbcDec::inner_iv_init(key.aes.clone(), &AES_FIXED_IV.into());
+            let dec = Aes256CbcDec::inner_iv_init(key.aes().clone(), &AES_FIXED_IV.into());
             let plain_len = dec
                 .decrypt_padded_mut::<Pkcs7>(&mut self.scratch)
                 .map_err(|_| {
@@ -666,7 +666,7 @@ pub fn encode_with_level(
                 _ => AES_FIXED_IV,
             };
             wire.resize(start + (plain_len / 16 + 1) * 16, 0);
-            let enc = Aes256CbcEnc::inner_iv_init(key.aes.clone(), &iv.into());
+            let enc = Aes256CbcEnc::inner_iv_init(key.aes().clone(), &iv.into());
             // The buffer has room for the full PKCS#7 block.
             let _ = enc.encrypt_padded_mut::<Pkcs7>(&mut wire[start..], plain_len);
         }

@@ -83,13 +83,19 @@ pub fn derivation_steps(id: &[u8], name: &[u8], key: &[u8]) -> DerivationSteps {
 /// Prepared ciphers for one agent: AES-256 keyed with the first 32 ASCII bytes
 /// of the material, Blowfish keyed with all 47. The Blowfish key schedule
 /// (over 4 KB) is built the first time it is needed, on the heap: most
-/// agents use AES, and a collector holds one `AgentKey` per agent (inline,
-/// the schedule made every `AgentKey` 5 KB to hold and to copy, even
-/// unused).
+/// agents use AES. The key schedules are shared behind an `Arc`: a collector
+/// holds every agent's key in more than one place (the key set the decoder
+/// reads, the mirror of the store's keys it is rebuilt from, the next key
+/// set during a reload), and a clone is a reference, not a kilobyte of
+/// round keys.
 #[derive(Clone)]
 pub struct AgentKey {
+    inner: std::sync::Arc<Ciphers>,
+}
+
+struct Ciphers {
     material: [u8; MATERIAL_LEN],
-    pub(crate) aes: Aes256,
+    aes: Aes256,
     blowfish: std::sync::OnceLock<Box<Blowfish>>,
 }
 
@@ -106,16 +112,24 @@ impl AgentKey {
             &material[..32],
         ));
         AgentKey {
-            material,
-            aes,
-            blowfish: std::sync::OnceLock::new(),
+            inner: std::sync::Arc::new(Ciphers {
+                material,
+                aes,
+                blowfish: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// The AES-256 cipher, keyed with the first 32 bytes of the material.
+    pub(crate) fn aes(&self) -> &Aes256 {
+        &self.inner.aes
     }
 
     /// The Blowfish cipher, keyed with the whole material.
     pub(crate) fn blowfish(&self) -> &Blowfish {
-        self.blowfish
-            .get_or_init(|| match Blowfish::new_from_slice(&self.material) {
+        self.inner
+            .blowfish
+            .get_or_init(|| match Blowfish::new_from_slice(&self.inner.material) {
                 Ok(b) => Box::new(b),
                 Err(_) => unreachable!("47 bytes is a valid Blowfish key length (4..=56)"),
             })
@@ -123,7 +137,7 @@ impl AgentKey {
 
     /// The 47 ASCII bytes of key material.
     pub fn material(&self) -> &[u8; MATERIAL_LEN] {
-        &self.material
+        &self.inner.material
     }
 }
 
@@ -136,6 +150,22 @@ impl std::fmt::Debug for AgentKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A collector keeps every agent's key in several places (key set,
+    /// store mirror, the next set during a reload): copies must share the
+    /// kilobyte of round keys, and a derived Blowfish schedule with them.
+    #[test]
+    fn clones_share_the_key_schedules() {
+        assert_eq!(
+            std::mem::size_of::<AgentKey>(),
+            std::mem::size_of::<usize>()
+        );
+        let a = AgentKey::derive(b"001", b"agent", b"secret");
+        let b = a.clone();
+        assert!(std::ptr::eq(a.aes(), b.aes()));
+        assert!(std::ptr::eq(a.blowfish(), b.blowfish()));
+        assert_eq!(a.material(), b.material());
+    }
 
     #[test]
     fn protocol_md_worked_example() {

@@ -322,7 +322,7 @@ impl ClientKeys {
                 raw_line.line,
             ));
         }
-        keys.sort_networks();
+        keys.finish();
         Ok(keys)
     }
 
@@ -355,7 +355,7 @@ impl ClientKeys {
             }
             keys.push(e);
         }
-        keys.sort_networks();
+        keys.finish();
         (keys, problems)
     }
 
@@ -381,9 +381,13 @@ impl ClientKeys {
         (keys, problems)
     }
 
-    /// Most specific network first; the sort is stable, so the entries'
-    /// order breaks ties.
-    fn sort_networks(&mut self) {
+    /// Ends a build: networks most specific first (the sort is stable, so
+    /// the entries' order breaks ties), and no spare capacity kept (a
+    /// collector holds the set for its lifetime, and growing by doubling
+    /// leaves up to half of it unused).
+    fn finish(&mut self) {
+        self.entries.shrink_to_fit();
+        self.networks.shrink_to_fit();
         let entries = &self.entries;
         self.networks.sort_by_key(|&i| match entries[i].allowed {
             AllowedAddr::Network(_, p) => std::cmp::Reverse(p),
