@@ -505,65 +505,24 @@ impl Drain {
                 let durable = *self.durable.borrow_and_update();
                 if reader.position() < durable {
                     // Read the next batch while the others are written.
-                    let n = self.batch_size;
-                    let mut names = std::mem::take(&mut names_slot);
-                    let read = tokio::task::spawn_blocking(move || {
-                        let mut rows = Vec::with_capacity(n.min(16_384));
-                        let mut bad = 0u64;
-                        let mut next_ts = None;
-                        let result = (|| -> std::io::Result<()> {
-                            while rows.len() < n {
-                                let Some(rec) = reader.next(durable)? else {
-                                    break;
-                                };
-                                if rec.kind != KIND_EVENT {
-                                    continue;
-                                }
-                                match decode_event(
-                                    &rec.agent,
-                                    rec.counters,
-                                    rec.payload,
-                                    &mut names,
-                                ) {
-                                    Some(ev) => rows.push((ev, rec.end)),
-                                    None => bad += 1,
-                                }
-                            }
-                            next_ts = reader.next_ts_us();
-                            Ok(())
-                        })();
-                        (reader, rows, bad, next_ts, result, names)
-                    })
-                    .await;
-                    let Ok((r, rows, bad, next_ts, result, names)) = read else {
+                    let Some((r, read)) = self.read_batch(reader, &mut names_slot, durable).await
+                    else {
                         tracing::error!("the spool reader failed; stored events stop here");
                         return false;
                     };
                     reader = r;
-                    names_slot = names;
-                    if let Err(e) = result {
-                        tracing::error!(spool = %self.dir.display(), "reading the spool failed, retrying: {e}");
-                        if self
-                            .wait_or_give_up(&mut give_up, Duration::from_secs(1))
-                            .await
-                        {
-                            return false;
+                    match read {
+                        Ok(b) => pending.push_back(b),
+                        Err(e) => {
+                            tracing::error!(spool = %self.dir.display(), "reading the spool failed, retrying: {e}");
+                            if self
+                                .wait_or_give_up(&mut give_up, Duration::from_secs(1))
+                                .await
+                            {
+                                return false;
+                            }
                         }
-                        continue;
                     }
-                    self.stats
-                        .corrupt
-                        .store(reader.corrupt_skipped() + bad, Ordering::Relaxed);
-                    let end = reader.position();
-                    let replayed = rows.iter().filter(|(_, p)| *p <= self.start_end).count() as u64;
-                    let events: Vec<EventRow> = rows.into_iter().map(|(e, _)| e).collect();
-                    pending.push_back(Batch {
-                        events: Arc::new(events),
-                        ids: None,
-                        end,
-                        replayed,
-                        next_ts,
-                    });
                     continue;
                 }
                 if in_flight.is_empty() {
@@ -626,6 +585,65 @@ impl Drain {
                 }
             }
         }
+    }
+
+    /// Reads up to `batch_size` durable events from `reader` (on a blocking
+    /// thread) into a batch; `None` if that thread died. Records that do
+    /// not decode are counted as corrupt. A read error is returned only
+    /// when no event was read before it.
+    async fn read_batch(
+        &self,
+        mut reader: Reader,
+        names_slot: &mut Names,
+        durable: Position,
+    ) -> Option<(Reader, std::io::Result<Batch>)> {
+        let n = self.batch_size;
+        let mut names = std::mem::take(names_slot);
+        let (reader, rows, bad, next_ts, result, names) = tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::with_capacity(n.min(16_384));
+            let mut bad = 0u64;
+            let result = (|| -> std::io::Result<()> {
+                while rows.len() < n {
+                    let Some(rec) = reader.next(durable)? else {
+                        break;
+                    };
+                    if rec.kind != KIND_EVENT {
+                        continue;
+                    }
+                    match decode_event(&rec.agent, rec.counters, rec.payload, &mut names) {
+                        Some(ev) => rows.push((ev, rec.end)),
+                        None => bad += 1,
+                    }
+                }
+                Ok(())
+            })();
+            let next_ts = reader.next_ts_us();
+            (reader, rows, bad, next_ts, result, names)
+        })
+        .await
+        .ok()?;
+        *names_slot = names;
+        // The reader stops at the last record it read whole, so the error
+        // comes again at the next read; the records read before it are a
+        // batch of their own (dropping them would let the next batch's
+        // commit move past them: lost).
+        if let Err(e) = result {
+            if rows.is_empty() {
+                return Some((reader, Err(e)));
+            }
+        }
+        self.stats
+            .corrupt
+            .store(reader.corrupt_skipped() + bad, Ordering::Relaxed);
+        let replayed = rows.iter().filter(|(_, p)| *p <= self.start_end).count() as u64;
+        let batch = Batch {
+            events: Arc::new(rows.into_iter().map(|(e, _)| e).collect()),
+            ids: None,
+            end: reader.position(),
+            replayed,
+            next_ts,
+        };
+        Some((reader, Ok(batch)))
     }
 
     /// Starts writing `b`; it commits after the batch before it (whose

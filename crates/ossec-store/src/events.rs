@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ossec_fields::Outcome;
 
-use crate::pg_copy::{copy_events, copy_events_with_ids};
+use crate::pg_copy::copy_events;
 use crate::sqlite_events::insert_events_sqlite;
 use crate::{sql, Result, Store};
 
@@ -137,54 +137,11 @@ impl Store {
         progress: Option<&SpoolProgress>,
         opts: EventOptions,
     ) -> Result<DataCounts> {
-        const PROGRESS: &str = "INSERT INTO spool_progress (spool_id, segment, byte_offset) VALUES ($1, $2, $3) \
-            ON CONFLICT (spool_id) DO UPDATE SET segment = excluded.segment, byte_offset = excluded.byte_offset, \
-            updated_at = excluded.updated_at";
         if rows.is_empty() && progress.is_none() {
             return Ok(DataCounts::default());
         }
-        // The rows, then the position, then one commit.
-        macro_rules! write {
-            ($pool:expr, $rows:path) => {{
-                let mut tx = $pool
-                    .begin()
-                    .await
-                    .map_err(sql("beginning a transaction"))?;
-                let counts = $rows(&mut tx, rows, opts).await?;
-                if let Some(p) = progress {
-                    sqlx::query(PROGRESS)
-                        .bind(&p.spool_id)
-                        .bind(p.segment)
-                        .bind(p.offset)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("saving the spool position"))?;
-                }
-                tx.commit().await.map_err(sql("committing events"))?;
-                counts
-            }};
-        }
-        let written = match self {
-            Store::Postgres(pool) => async { Ok(write!(pool, copy_events)) }.await,
-            Store::Sqlite(pool) => async { Ok(write!(pool, insert_events_sqlite)) }.await,
-        };
-        match written {
-            // One event whose `data` the database refuses would otherwise
-            // block its batch (and every later one) for ever: the batch is
-            // stored once more with `data` NULL, its text intact.
-            Err(e) if opts.data && is_data_exception(&e) => {
-                tracing::warn!(
-                    rows = rows.len(),
-                    "the store refused the structured data of a batch; storing it with data NULL: {e}"
-                );
-                let mut counts =
-                    Box::pin(self.insert_events_at(rows, progress, EventOptions { data: false }))
-                        .await?;
-                counts.refused = rows.len() as u64;
-                Ok(counts)
-            }
-            other => other,
-        }
+        self.write_batch(rows, None, progress, opts, std::future::ready(true))
+            .await
     }
 
     /// [`Store::insert_events_at`] for spool batches written concurrently,
@@ -208,6 +165,20 @@ impl Store {
         opts: EventOptions,
         turn: impl std::future::Future<Output = bool>,
     ) -> Result<DataCounts> {
+        self.write_batch(rows, ids, Some(progress), opts, turn)
+            .await
+    }
+
+    /// One transaction: the rows, then (once `turn` says the batch before
+    /// committed) the spool position, then the commit.
+    async fn write_batch(
+        &self,
+        rows: &[EventRow],
+        ids: Option<&[i64]>,
+        progress: Option<&SpoolProgress>,
+        opts: EventOptions,
+        turn: impl std::future::Future<Output = bool>,
+    ) -> Result<DataCounts> {
         const PROGRESS: &str = "INSERT INTO spool_progress (spool_id, segment, byte_offset) VALUES ($1, $2, $3) \
             ON CONFLICT (spool_id) DO UPDATE SET segment = excluded.segment, byte_offset = excluded.byte_offset, \
             updated_at = excluded.updated_at";
@@ -221,8 +192,10 @@ impl Store {
                         .map_err(sql("beginning a transaction"))?;
                     match $rows(&mut tx, rows, ids, o).await {
                         Ok(c) => break (tx, c),
-                        // As in `insert_events_at`: a batch whose data the
-                        // database refuses is stored with data NULL.
+                        // One event whose `data` the database refuses would
+                        // otherwise block its batch (and every later one)
+                        // for ever: the batch is written once more with
+                        // `data` NULL, its text intact.
                         Err(e) if o.data && is_data_exception(&e) => {
                             tracing::warn!(
                                 rows = rows.len(),
@@ -240,19 +213,21 @@ impl Store {
                 if !turn.await {
                     return Err(crate::StoreError::PreviousNotCommitted);
                 }
-                sqlx::query(PROGRESS)
-                    .bind(&progress.spool_id)
-                    .bind(progress.segment)
-                    .bind(progress.offset)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("saving the spool position"))?;
+                if let Some(p) = progress {
+                    sqlx::query(PROGRESS)
+                        .bind(&p.spool_id)
+                        .bind(p.segment)
+                        .bind(p.offset)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("saving the spool position"))?;
+                }
                 tx.commit().await.map_err(sql("committing events"))?;
                 Ok(counts)
             }};
         }
         match self {
-            Store::Postgres(pool) => write!(pool, copy_events_with_ids),
+            Store::Postgres(pool) => write!(pool, copy_events),
             Store::Sqlite(pool) => write!(pool, sqlite_ignoring_ids),
         }
     }

@@ -130,17 +130,9 @@ fn copy_data(r: &EventRow, opts: EventOptions, counts: &mut DataCounts, out: &mu
 /// batch-sized buffer is built (and copied again by the driver).
 const COPY_CHUNK: usize = 256 * 1024;
 
-/// transaction).
+/// Writes `rows` with one binary COPY on `conn` (inside the caller's
+/// transaction), with each row's `id` when `ids` is given (one per row).
 pub(crate) async fn copy_events(
-    conn: &mut sqlx::PgConnection,
-    rows: &[EventRow],
-    opts: EventOptions,
-) -> Result<DataCounts> {
-    copy_events_with_ids(conn, rows, None, opts).await
-}
-
-/// [`copy_events`], with each row's `id` when `ids` is given (one per row).
-pub(crate) async fn copy_events_with_ids(
     conn: &mut sqlx::PgConnection,
     rows: &[EventRow],
     ids: Option<&[i64]>,
@@ -171,7 +163,13 @@ pub(crate) async fn copy_events_with_ids(
     buf.extend_from_slice(COPY_BINARY_HEADER);
     let mut sent = Ok(());
     for (i, r) in rows.iter().enumerate() {
-        copy_row(r, ids.map(|ids| ids[i]), opts, &mut counts, &mut buf);
+        copy_row(
+            r,
+            ids.and_then(|ids| ids.get(i).copied()),
+            opts,
+            &mut counts,
+            &mut buf,
+        );
         if i + 1 == rows.len() {
             copy_trailer(&mut buf);
         }
