@@ -132,8 +132,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             d.clone()
         }
         None => {
-            tmp = TempDir::new("ossec-bench-decode")?;
-            tmp.0.clone()
+            tmp = tempfile::Builder::new()
+                .prefix("ossec-bench-decode-")
+                .tempdir()
+                .context("creating a temporary directory")?;
+            tmp.path().to_path_buf()
         }
     };
     let src = a.reference_src.clone().unwrap_or_else(|| {
@@ -331,22 +334,5 @@ fn c_decode(reference: &Path, file: &Path, seconds: f64) -> anyhow::Result<(u64,
     match (v["messages"].as_u64(), v["cpu_s"].as_f64()) {
         (Some(n), Some(s)) if n > 0 && s > 0.0 => Ok((n, s)),
         _ => bail!("the C reference printed {v}"),
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> anyhow::Result<Self> {
-        let d = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        Ok(TempDir(d))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

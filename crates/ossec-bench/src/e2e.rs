@@ -20,7 +20,7 @@ use crate::report::{self, round};
 /// Columns the collector writes (ossec_store's COPY), in its order.
 const EVENT_COLUMNS: &str = "received_at, agent_id, agent_name, source_ip, transport, queue, queue_name, location, message, message_raw, location_raw, global_counter, local_counter, data";
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args)]
 pub struct Args {
     /// Simulated agents.
     #[arg(long, default_value_t = 100)]
@@ -230,19 +230,25 @@ pub fn sim_summary(dir: &Path) -> Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-/// Waits until `ossec_events_stored_total` has not moved for 2 s (at most
-/// 10 min); returns the count.
-pub fn drain(metrics: SocketAddr) -> f64 {
+/// Waits until `ossec_events_stored_total` reaches `target`, or has not
+/// moved for 30 s (at most 10 min); returns the count. A scrape that fails
+/// (the collector busy for longer than the scrape timeout) says nothing:
+/// it is neither progress nor quiet.
+pub fn drain(metrics: SocketAddr, target: f64) -> f64 {
     let mut last = -1.0;
     let mut since = Instant::now();
     let end = Instant::now() + Duration::from_secs(600);
     while Instant::now() < end {
-        let cur = procs::metric(metrics, "ossec_events_stored_total").unwrap_or(last);
-        if cur != last {
-            last = cur;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(2) {
-            break;
+        if let Some(cur) = procs::metric(metrics, "ossec_events_stored_total") {
+            if cur >= target {
+                return cur;
+            }
+            if cur != last {
+                last = cur;
+                since = Instant::now();
+            } else if since.elapsed() >= Duration::from_secs(30) {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -303,13 +309,18 @@ async fn measure(a: &Args, pg: &Pg, out: &Path) -> Result<(Vec<(String, String)>
         }
     }
     let send_s = t0.elapsed().as_secs_f64();
-    let stored_metric = drain(col.metrics);
+    // The simulator has exited: its summary says how many to wait for.
+    let summary = sim_summary(out)?;
+    let sent = summary[format!("sent_{}", a.transport)]
+        .as_u64()
+        .or_else(|| summary["sent"].as_u64())
+        .unwrap_or(0);
+    let stored_metric = drain(col.metrics, s0 + sent as f64);
     let wall_s = t0.elapsed().as_secs_f64();
     let c1 = procs::cpu_s(col.proc.pid()).unwrap_or(0.0);
     let pg1 = pg.cpu_s();
     let (mb1, mt1) = procs::machine_s();
     let peak_rss_kb = procs::status_kb(col.proc.pid(), "VmHWM").unwrap_or(0);
-    let summary = sim_summary(out)?;
     col.proc.stop(Duration::from_secs(60));
 
     let stored_during = stored_metric - s0;
@@ -334,10 +345,6 @@ async fn measure(a: &Args, pg: &Pg, out: &Path) -> Result<(Vec<(String, String)>
         sqlx::query_as(&format!("SELECT count(*) FROM events {where_transport}"))
             .fetch_one(&mut c)
             .await?;
-    let sent = summary[format!("sent_{}", a.transport)]
-        .as_u64()
-        .or_else(|| summary["sent"].as_u64())
-        .unwrap_or(0);
     let lost = sent as i64 - stored_rows;
 
     // PostgreSQL alone, on the very same rows.

@@ -149,11 +149,13 @@ pub fn run(mut a: Args) -> Result<()> {
     // settle, then sample (the median of five samples a second apart).
     let mut samples = Vec::new();
     if all_at.is_some() {
-        std::thread::sleep(Duration::from_secs(3));
         // Sample only while the simulator is surely still holding every
         // connection: it closes them all when its --duration ends, and a
         // sample taken then counts agents on their way out.
         let sample_until = start + Duration::from_secs_f64((a.duration - 1.5).max(0.0));
+        std::thread::sleep(
+            Duration::from_secs(3).min(sample_until.saturating_duration_since(Instant::now())),
+        );
         for _ in 0..5 {
             if !sim.running() || Instant::now() >= sample_until {
                 break;
@@ -182,11 +184,18 @@ pub fn run(mut a: Args) -> Result<()> {
     samples.sort_unstable_by_key(|s| s.0);
     let (rss_connected, open_at_sample) =
         samples.get(samples.len() / 2).copied().unwrap_or((0, 0.0));
-    let connected = open_at_sample as u64;
-    let per_agent = if connected > 0 {
+    // With no sample (all connected too late in the run for one), the
+    // most seen at once.
+    let connected = if samples.is_empty() {
+        open_max as u64
+    } else {
+        open_at_sample as u64
+    };
+    // No sample, no figure (null in the JSON), rather than a made-up 0.
+    let per_agent = if !samples.is_empty() && connected > 0 {
         rss_connected.saturating_sub(rss_before) as f64 / connected as f64
     } else {
-        0.0
+        f64::NAN
     };
     let handshaken = sum["agents_handshaken"].as_u64().unwrap_or(0);
     let ack_max = sum["max_ack_latency_ms"].as_f64().unwrap_or(f64::NAN);

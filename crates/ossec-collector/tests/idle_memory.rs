@@ -2,7 +2,7 @@
 //! in heap (a fleet keeps tens of thousands connected that send little
 //! more than a keepalive), and that framing still works across the buffer
 //! an idle connection gives back: a frame split into single bytes with
-//! pauses between them, a frame of the largest size split across reads,
+//! pauses between them, a large frame (about 30 KB) split across reads,
 //! frames that arrive after idle periods.
 //!
 //! The heap is counted by this binary's global allocator (live bytes and
@@ -195,5 +195,77 @@ async fn an_idle_connection_costs_little_heap() {
         "an idle TCP agent costs {per_conn:.0} B of heap"
     );
     drop(socks);
+    c.running.shutdown().await.unwrap();
+}
+
+/// The buffer an idle connection gives back is taken again for each read,
+/// and a frame survives that: one split into single bytes with pauses
+/// (each byte a separate read after the connection went idle), a large
+/// one (about 30 KB) split across reads, and one after an idle period. Every event is stored, in order, each with its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_survive_the_idle_buffer_being_given_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let keys_text = ossec_agent_sim::generate_keys(1, &mut rand::rngs::SmallRng::seed_from_u64(9));
+    let keys = Arc::new(ClientKeys::parse(keys_text.as_bytes()).unwrap());
+    let db = TestDb::new(Backend::Sqlite).await;
+    let c = start(&keys_text, &db, |a| {
+        a.spool_dir = Some("off".into());
+    })
+    .await;
+    let addr = c.addr;
+    let big: String = {
+        use rand::Rng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        // Random hex: compresses to about half, so the frame is ~30 KB,
+        // many reads of the collector's socket.
+        (0..60_000)
+            .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+            .collect()
+    };
+    let messages = vec![
+        "split into single bytes".to_string(),
+        big.clone(),
+        "after an idle period".to_string(),
+    ];
+    let m = messages.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut agent = SimAgent::new(keys, 0, Flavor::Wazuh, Cipher::Aes, 1);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(&framed(&agent.startup().unwrap())).unwrap();
+        assert!(agent.check_reply(&read_frame(&mut s)).unwrap().ack);
+        let seal = |agent: &mut SimAgent, msg: &str| {
+            framed(
+                &agent
+                    .seal(format!("1:/var/log/test:{msg}").as_bytes())
+                    .unwrap(),
+            )
+        };
+        // Idle first, then one byte at a time.
+        std::thread::sleep(Duration::from_millis(300));
+        for b in seal(&mut agent, &m[0]) {
+            s.write_all(&[b]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The large one in uneven pieces.
+        let f = seal(&mut agent, &m[1]);
+        assert!(f.len() > 16 * 1024, "the large frame is {} bytes", f.len());
+        for piece in f.chunks(7_001) {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&seal(&mut agent, &m[2])).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let rows = wait_events(&c.running.store, 3).await;
+    let stored: Vec<&str> = rows.iter().map(|r| r.5.as_str()).collect();
+    assert_eq!(
+        stored,
+        messages.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     c.running.shutdown().await.unwrap();
 }
