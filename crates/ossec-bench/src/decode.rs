@@ -122,8 +122,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if messages == 0 {
         bail!("--messages must be at least 1");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu = a.cpu.unwrap_or(cpus - 1);
+    // The last CPU this process may run on (a cpuset may not start at 0).
+    let cpu = match a.cpu {
+        Some(c) => c,
+        None => allowed_cpus()?
+            .last()
+            .copied()
+            .context("this process may run on no CPU")?,
+    };
     pin(cpu)?;
     let tmp;
     let dir = match &a.out {
@@ -238,9 +244,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Pins this thread (and so the children it starts) to `cpu`.
+/// The CPUs this process may run on, ascending.
+fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most its size, CPU_ISSET reads below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            bail!("reading the CPU affinity: {}", std::io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
 fn pin(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-    // sched_setaffinity only read and write that set.
+    if cpu >= libc::CPU_SETSIZE as usize {
+        bail!("--cpu {cpu}: CPUs are numbered below {}", libc::CPU_SETSIZE);
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET (below
+    // CPU_SETSIZE, checked above) and sched_setaffinity only read and
+    // write that set.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
