@@ -251,7 +251,10 @@ fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            bail!("reading the CPU affinity: {}", std::io::Error::last_os_error());
+            bail!(
+                "reading the CPU affinity: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok((0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
