@@ -121,14 +121,21 @@ impl Ingest {
 
     /// Handles one datagram or TCP frame payload received now: reads the
     /// agent's counters from the store first when it needs to.
+    ///
+    /// The store read is rare (once per agent and epoch) and its future is
+    /// large: it is boxed there, so that the common path allocates nothing
+    /// and the future every TCP connection holds stays small.
     pub async fn receive(&self, wire: &[u8], origin: &Origin) -> Outcome {
         let now = ossec_store::now_micros();
-        let mut out = self.handle(wire, origin, now, false);
-        if let Some(agent) = out.sync.take() {
-            self.sync_counters(&agent, now).await;
-            out = self.handle(wire, origin, now, true);
-        }
-        out
+        let agent = {
+            let mut out = self.handle(wire, origin, now, false);
+            match out.sync.take() {
+                Some(agent) => agent,
+                None => return out,
+            }
+        };
+        Box::pin(self.sync_counters(&agent, now)).await;
+        self.handle(wire, origin, now, true)
     }
 
     /// Reads the agent's stored counters and merges them with ours: the

@@ -273,9 +273,7 @@ async fn connection(
             match frame::check(&buf) {
                 Ok(FrameCheck::Complete(len)) => {
                     let wire = &buf[frame::LEN_PREFIX..frame::LEN_PREFIX + len];
-                    // Boxed: the future can read counters from the store,
-                    // which makes it larger than the rest of the connection.
-                    let out = Box::pin(ingest.receive(wire, &origin)).await;
+                    let out = ingest.receive(wire, &origin).await;
                     buf.advance(frame::LEN_PREFIX + len);
                     let close = out.close;
                     match take(out, &mut bound, &mut replies, tx, ingest) {
