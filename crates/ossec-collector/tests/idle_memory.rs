@@ -131,6 +131,20 @@ async fn settled() -> (i64, Vec<i64>) {
     last
 }
 
+/// A collector on SQLite, spool off, with `n` generated agents' keys
+/// (seeded); the database must outlive it.
+async fn collector_for(n: usize, seed: u64) -> (Arc<ClientKeys>, TestDb, Collector) {
+    let keys_text =
+        ossec_agent_sim::generate_keys(n, &mut rand::rngs::SmallRng::seed_from_u64(seed));
+    let keys = Arc::new(ClientKeys::parse(keys_text.as_bytes()).unwrap());
+    let db = TestDb::new(Backend::Sqlite).await;
+    let c = start(&keys_text, &db, |a| {
+        a.spool_dir = Some("off".into());
+    })
+    .await;
+    (keys, db, c)
+}
+
 /// A connected, idle agent keeps no read buffer (4 KiB before), no
 /// replies buffer, and a connection task without the rare paths' futures:
 /// measured over the second of two equal groups of agents, so that what
@@ -139,17 +153,9 @@ async fn settled() -> (i64, Vec<i64>) {
 async fn an_idle_connection_costs_little_heap() {
     let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 200;
-    let keys_text =
-        ossec_agent_sim::generate_keys(2 * N, &mut rand::rngs::SmallRng::seed_from_u64(7));
-    let keys = Arc::new(ClientKeys::parse(keys_text.as_bytes()).unwrap());
-    let db = TestDb::new(Backend::Sqlite).await;
-    let c = start(&keys_text, &db, |a| {
-        a.spool_dir = Some("off".into());
-    })
-    .await;
+    let (keys, _db, c) = collector_for(2 * N, 7).await;
     let addr = c.addr;
-    let mut sockets = Vec::with_capacity(2 * N);
-    let (mut socks, k) = (std::mem::take(&mut sockets), keys.clone());
+    let (mut socks, k) = (Vec::with_capacity(2 * N), keys.clone());
     socks = tokio::task::spawn_blocking(move || {
         connect_agents(addr, &k, 0..N, &mut socks);
         socks
@@ -205,13 +211,7 @@ async fn an_idle_connection_costs_little_heap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_survive_the_idle_buffer_being_given_back() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let keys_text = ossec_agent_sim::generate_keys(1, &mut rand::rngs::SmallRng::seed_from_u64(9));
-    let keys = Arc::new(ClientKeys::parse(keys_text.as_bytes()).unwrap());
-    let db = TestDb::new(Backend::Sqlite).await;
-    let c = start(&keys_text, &db, |a| {
-        a.spool_dir = Some("off".into());
-    })
-    .await;
+    let (keys, _db, c) = collector_for(1, 9).await;
     let addr = c.addr;
     let big: String = {
         use rand::Rng;
