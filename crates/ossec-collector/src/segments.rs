@@ -7,13 +7,22 @@
 //!
 //! Files in the directory: `spool.lock` (flock: one process per spool),
 //! `spool.id` (random hex identity, the key of the committed position in
-//! the store), `{n:020}.seg` (segments, in order) and `{n:020}.ctr` (the
+//! the store), `{n:020}.seg` (segments, in order), `{n:020}.ctr` (the
 //! per-agent maximum counters and the first record's time of a sealed
-//! segment, so that opening does not rescan sealed segments).
+//! segment, so that opening does not rescan sealed segments) and
+//! `{n:020}.spare` (at most [`MAX_SPARES`] committed segments kept for
+//! reuse: writing over pages the page cache already holds costs a fraction
+//! of writing a new file, whose pages the kernel must allocate first).
 //!
-//! Record: `len u32 LE` (bytes after the CRC) · `crc32c u32 LE` (of those
-//! bytes) · `ts_us i64` · `global u32` · `local u32` · `agent_len u8` ·
-//! agent · `kind u8` · payload.
+//! Segment: [`HEADER`] (16 bytes), then records. Record: `len u32 LE`
+//! (bytes after the CRC) · `crc32c u32 LE` (of those bytes, the CRC started
+//! from [`seed`] of the segment's number) · `ts_us i64` · `global u32` ·
+//! `local u32` · `agent_len u8` · agent · `kind u8` · payload. The seed is
+//! what makes reuse safe: a reused file still holds the records of its
+//! earlier life after the new ones, and those never check under the new
+//! number, so a crash cannot bring them back. Segments without the header
+//! (written before reuse existed) are read as they were: records from
+//! offset 0, CRC from 0.
 //!
 //! Concurrency: one [`Spool`] (appends, syncs, releases) and any number of
 //! [`Reader`]s, which open their own file handles and never read past the
@@ -40,6 +49,54 @@ const HEAD: usize = 4 + 4 + 8 + 4 + 4 + 1;
 const MAX_SCAN: u64 = 128 << 20;
 /// Most unsynced bytes held in memory before appends are refused.
 const MAX_PENDING: usize = 256 << 20;
+/// The start of every segment this spool writes. Read as a record length
+/// its first four bytes are far above [`MAX_RECORD`], so an old segment
+/// (records from offset 0) is never mistaken for one with a header.
+pub const HEADER: &[u8; 16] = b"OSSECSPL\x02\0\0\0\0\0\0\0";
+/// Committed segments kept for reuse (`.spare`), not counted in
+/// `max_bytes`.
+pub const MAX_SPARES: usize = 2;
+
+/// The CRC seed of segment `n`'s records (0 for old segments without the
+/// header). Distinct for distinct numbers below 2^32: a CRC is injective
+/// on inputs of one length that differ in at most 32 bits.
+pub fn seed(n: u64) -> u32 {
+    crc32c::crc32c(&n.to_le_bytes())
+}
+
+/// How a segment file's records are laid out: where the first starts and
+/// the seed of their CRCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    start: u64,
+    seed: u32,
+}
+
+impl Layout {
+    /// From the file's first bytes.
+    fn of(n: u64, first: &[u8]) -> Layout {
+        if first.starts_with(HEADER) {
+            Layout {
+                start: HEADER.len() as u64,
+                seed: seed(n),
+            }
+        } else {
+            Layout { start: 0, seed: 0 }
+        }
+    }
+
+    fn read(n: u64, f: &File) -> io::Result<Layout> {
+        let mut b = [0u8; 16];
+        let mut got = 0;
+        while got < b.len() {
+            match f.read_at(&mut b[got..], got as u64)? {
+                0 => break,
+                k => got += k,
+            }
+        }
+        Ok(Layout::of(n, &b[..got]))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -125,6 +182,8 @@ pub struct Spool {
     /// How far the store has committed ([`Spool::release`]): bytes before
     /// it no longer count against `max_bytes`.
     committed: Position,
+    /// Numbers of the `.spare` files, at most [`MAX_SPARES`].
+    spares: Vec<u64>,
 }
 
 fn seg_path(dir: &Path, n: u64) -> PathBuf {
@@ -132,6 +191,28 @@ fn seg_path(dir: &Path, n: u64) -> PathBuf {
 }
 fn ctr_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}.ctr"))
+}
+fn spare_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.spare"))
+}
+
+/// Starts segment `n` in a spare file if there is one (its old records
+/// stay behind the header, under another seed) or in a new file, and writes
+/// the header (synced with the segment's first records).
+fn start_segment(dir: &Path, spares: &mut Vec<u64>, n: u64) -> io::Result<File> {
+    let path = seg_path(dir, n);
+    // A spare that cannot be renamed (removed by hand?) is forgotten.
+    let reused = spares
+        .pop()
+        .is_some_and(|s| std::fs::rename(spare_path(dir, s), &path).is_ok());
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(!reused)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    file.write_all_at(HEADER, 0)?;
+    Ok(file)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -164,8 +245,9 @@ struct Parsed<'a> {
     payload: &'a [u8],
 }
 
-/// Parses the record at the start of `b` (`None`: incomplete or corrupt).
-fn parse(b: &[u8]) -> Option<Parsed<'_>> {
+/// Parses the record at the start of `b` (`None`: incomplete, corrupt, or
+/// written under another seed).
+fn parse(b: &[u8], seed: u32) -> Option<Parsed<'_>> {
     if b.len() < 8 {
         return None;
     }
@@ -175,7 +257,7 @@ fn parse(b: &[u8]) -> Option<Parsed<'_>> {
     }
     let crc = u32::from_le_bytes(b[4..8].try_into().ok()?);
     let body = &b[8..8 + len];
-    if crc32c::crc32c(body) != crc {
+    if crc32c::crc32c_append(seed, body) != crc {
         return None;
     }
     let ts = i64::from_le_bytes(body[0..8].try_into().ok()?);
@@ -196,23 +278,24 @@ fn parse(b: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
-/// Scans a whole segment: counters, first time, the valid length (the
-/// end of the last valid record) and corrupt records skipped before it.
-fn scan(bytes: &[u8]) -> (Counters, Option<i64>, u64, u64) {
+/// Scans a whole segment (`n`): counters, first time, the valid length
+/// (the end of the last valid record) and corrupt records skipped before it.
+fn scan(n: u64, bytes: &[u8]) -> (Counters, Option<i64>, u64, u64) {
+    let layout = Layout::of(n, bytes);
     let mut counters = HashMap::new();
     let mut first = None;
-    let mut off = 0usize;
-    let mut valid_end = 0usize;
+    let mut off = layout.start as usize;
+    let mut valid_end = off;
     let mut corrupt = 0;
     while off < bytes.len() {
-        match parse(&bytes[off..]) {
+        match parse(&bytes[off..], layout.seed) {
             Some(p) => {
                 raise(&mut counters, p.agent, p.counters);
                 first.get_or_insert(p.ts);
                 off += p.size;
                 valid_end = off;
             }
-            None => match resync(bytes, off + 1) {
+            None => match resync(bytes, off + 1, layout.seed) {
                 Some(next) => {
                     corrupt += 1;
                     off = next;
@@ -225,8 +308,8 @@ fn scan(bytes: &[u8]) -> (Counters, Option<i64>, u64, u64) {
 }
 
 /// The first offset at or after `from` where a valid record starts.
-fn resync(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(8)).find(|&o| parse(&bytes[o..]).is_some())
+fn resync(bytes: &[u8], from: usize, seed: u32) -> Option<usize> {
+    (from..bytes.len().saturating_sub(8)).find(|&o| parse(&bytes[o..], seed).is_some())
 }
 
 fn write_sidecar(
@@ -312,13 +395,18 @@ fn read_or_make_id(dir: &Path) -> Result<String, OpenError> {
 }
 
 fn segment_numbers(dir: &Path) -> Result<Vec<u64>, OpenError> {
+    numbered(dir, ".seg")
+}
+
+/// The numbers of the files `{n}{suffix}` in `dir`, in order.
+fn numbered(dir: &Path, suffix: &str) -> Result<Vec<u64>, OpenError> {
     let mut v: Vec<u64> = std::fs::read_dir(dir)
         .map_err(io_at(dir))?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name();
             let name = name.to_str()?;
-            name.strip_suffix(".seg")?.parse().ok()
+            name.strip_suffix(suffix)?.parse().ok()
         })
         .collect();
     v.sort_unstable();
@@ -358,7 +446,7 @@ impl Spool {
                             .map_err(io_at(&path))?;
                         v
                     };
-                    let (c, ts, valid, corrupt) = scan(&bytes);
+                    let (c, ts, valid, corrupt) = scan(n, &bytes);
                     rec.corrupt_records += corrupt;
                     let len = std::fs::metadata(&path).map_err(io_at(&path))?.len();
                     if valid < len {
@@ -382,15 +470,13 @@ impl Spool {
             }
             sealed.insert(n, SegInfo { len, first_ts });
         }
+        let mut spares = numbered(&dir, ".spare")?;
+        for extra in spares.drain(..spares.len().saturating_sub(MAX_SPARES)) {
+            let _ = std::fs::remove_file(spare_path(&dir, extra));
+        }
         let active_no = nums.last().map_or(1, |n| n + 1);
         let path = seg_path(&dir, active_no);
-        let active = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let active = start_segment(&dir, &mut spares, active_no).map_err(io_at(&path))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io_at(&dir))?;
@@ -402,7 +488,7 @@ impl Spool {
         };
         rec.end = Position {
             segment: active_no,
-            offset: 0,
+            offset: HEADER.len() as u64,
         };
         rec.oldest_ts_us = sealed.values().find_map(|s| s.first_ts);
         Ok((
@@ -414,11 +500,12 @@ impl Spool {
                 sealed,
                 active_no,
                 active,
-                durable_len: 0,
+                durable_len: HEADER.len() as u64,
                 active_first_ts: None,
                 active_counters: HashMap::new(),
                 pending: Vec::with_capacity(1 << 20),
                 committed: Position::default(),
+                spares,
             },
             rec,
         ))
@@ -466,7 +553,7 @@ impl Spool {
             return Err(AppendError::Full);
         }
         if self.durable_len + (self.pending.len() + size) as u64 > self.cfg.segment_bytes
-            && self.durable_len + self.pending.len() as u64 > 0
+            && self.has_records()
         {
             self.rotate()?;
         }
@@ -481,7 +568,7 @@ impl Spool {
         p.extend_from_slice(agent);
         p.push(kind);
         p.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&p[start + 8..]);
+        let crc = crc32c::crc32c_append(seed(self.active_no), &p[start + 8..]);
         p[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         self.active_first_ts.get_or_insert(ts_us);
         match self.active_counters.get_mut(tag.agent) {
@@ -518,6 +605,11 @@ impl Spool {
         Ok(self.end())
     }
 
+    /// Whether the active segment holds records (synced or not).
+    fn has_records(&self) -> bool {
+        self.durable_len + self.pending.len() as u64 > HEADER.len() as u64
+    }
+
     /// The durable end.
     pub fn end(&self) -> Position {
         Position {
@@ -529,6 +621,12 @@ impl Spool {
     /// Seals the active segment (synced, with its sidecar) and starts the next.
     fn rotate(&mut self) -> Result<(), AppendError> {
         self.sync()?;
+        // A reused file is longer than what this segment wrote: cut its old
+        // records off, so that a sealed segment ends at its last record.
+        if self.active.metadata()?.len() > self.durable_len {
+            self.active.set_len(self.durable_len)?;
+            self.active.sync_data()?;
+        }
         write_sidecar(
             &self.dir,
             self.active_no,
@@ -536,12 +634,7 @@ impl Spool {
             &self.active_counters,
         )?;
         let next = self.active_no + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(seg_path(&self.dir, next))?;
+        let file = start_segment(&self.dir, &mut self.spares, next)?;
         File::open(&self.dir)?.sync_all()?;
         self.sealed.insert(
             self.active_no,
@@ -552,40 +645,61 @@ impl Spool {
         );
         self.active = file;
         self.active_no = next;
-        self.durable_len = 0;
+        self.durable_len = HEADER.len() as u64;
         self.active_first_ts = None;
         self.active_counters.clear();
         Ok(())
     }
 
     /// Deletes the sealed segments wholly before `upto` (committed to the
-    /// store). Returns how many.
+    /// store), keeping up to [`MAX_SPARES`] of them for reuse. Returns how
+    /// many went.
     pub fn release(&mut self, upto: Position) -> io::Result<usize> {
         self.committed = self.committed.max(upto);
         // Everything synced is committed: start a fresh active segment so
         // that the old one can go now (not only when it is full).
-        if upto >= self.end() && self.pending.is_empty() && self.durable_len > 0 {
+        if upto >= self.end() && self.pending.is_empty() && self.has_records() {
             self.rotate().map_err(|e| match e {
                 AppendError::Io(e) => e,
                 other => io::Error::other(other.to_string()),
             })?;
         }
-        let gone: Vec<u64> = self
+        let gone: Vec<(u64, u64)> = self
             .sealed
             .iter()
             .filter(|(n, s)| **n < upto.segment || (**n == upto.segment && upto.offset >= s.len))
-            .map(|(n, _)| *n)
+            .map(|(n, s)| (*n, s.len))
             .collect();
-        for n in &gone {
-            match std::fs::remove_file(seg_path(&self.dir, *n)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+        for &(n, len) in &gone {
+            let path = seg_path(&self.dir, n);
+            if !self.keep_spare(n, len, &path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
-            let _ = std::fs::remove_file(ctr_path(&self.dir, *n));
-            self.sealed.remove(n);
+            let _ = std::fs::remove_file(ctr_path(&self.dir, n));
+            self.sealed.remove(&n);
         }
         Ok(gone.len())
+    }
+
+    /// Keeps committed segment `n` as a spare if there is room, it is
+    /// well filled (a small file saves little) and it has the header
+    /// (an old segment's records would check under seed 0).
+    fn keep_spare(&mut self, n: u64, len: u64, path: &Path) -> bool {
+        if self.spares.len() >= MAX_SPARES || len < self.cfg.segment_bytes / 2 {
+            return false;
+        }
+        let has_header = File::open(path)
+            .and_then(|f| Layout::read(n, &f))
+            .is_ok_and(|l| l.start > 0);
+        if has_header && std::fs::rename(path, spare_path(&self.dir, n)).is_ok() {
+            self.spares.insert(0, n);
+            return true;
+        }
+        false
     }
 }
 
@@ -611,6 +725,10 @@ pub struct Reader {
     buf_at: u64,
     corrupt: u64,
     next_ts: Option<i64>,
+    /// The open segment's layout.
+    layout: Layout,
+    /// The open segment's length once it is sealed (it no longer changes).
+    sealed_len: Option<u64>,
 }
 
 const READ_CHUNK: usize = 1 << 20;
@@ -625,6 +743,8 @@ impl Reader {
             buf_at: 0,
             corrupt: 0,
             next_ts: None,
+            layout: Layout { start: 0, seed: 0 },
+            sealed_len: None,
         })
     }
 
@@ -694,6 +814,9 @@ impl Reader {
             if self.file.is_none() {
                 match File::open(seg_path(&self.dir, self.pos.segment)) {
                     Ok(f) => {
+                        self.layout = Layout::read(self.pos.segment, &f)?;
+                        self.pos.offset = self.pos.offset.max(self.layout.start);
+                        self.sealed_len = None;
                         self.file = Some(f);
                         self.buf.clear();
                         self.buf_at = 0;
@@ -709,9 +832,14 @@ impl Reader {
             }
             // How far this segment may be read.
             let limit = if self.pos.segment < durable.segment {
-                match &self.file {
-                    Some(f) => f.metadata()?.len(),
-                    None => 0,
+                match (&self.file, self.sealed_len) {
+                    (_, Some(len)) => len,
+                    (Some(f), None) => {
+                        let len = f.metadata()?.len();
+                        self.sealed_len = Some(len);
+                        len
+                    }
+                    (None, None) => 0,
                 }
             } else {
                 durable.offset
@@ -734,7 +862,7 @@ impl Reader {
             let avail = self.fill(off, whole, limit)?;
             let start = (off - self.buf_at) as usize;
             let parsed = if avail >= whole {
-                parse(&self.buf[start..start + avail.min(whole)])
+                parse(&self.buf[start..start + avail.min(whole)], self.layout.seed)
             } else {
                 None
             };
@@ -755,7 +883,11 @@ impl Reader {
                     self.next_ts = None;
                     // Peek at the next record's time, if it is in the buffer.
                     let next = start + p.size;
-                    if let Some(n) = self.buf.get(next..).and_then(parse) {
+                    if let Some(n) = self
+                        .buf
+                        .get(next..)
+                        .and_then(|b| parse(b, self.layout.seed))
+                    {
                         self.next_ts = Some(n.ts);
                     }
                     return Ok(Some(rec));
@@ -770,7 +902,7 @@ impl Reader {
                         }
                         v
                     };
-                    match resync(&seg_bytes, 1) {
+                    match resync(&seg_bytes, 1, self.layout.seed) {
                         Some(skip) => {
                             self.pos.offset = off + skip as u64;
                         }
@@ -895,6 +1027,131 @@ mod tests {
         let (recs2, bad) = read_all(d.path(), rec.start, rec2.end);
         assert_eq!((recs2.len(), bad), (39, 1));
         assert!(recs2.iter().all(|r| r.counters != (1, 10)));
+    }
+
+    fn spares(dir: &Path) -> usize {
+        numbered(dir, ".spare").unwrap().len()
+    }
+
+    #[test]
+    fn reused_segments_never_bring_back_their_old_records() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut sp, rec) = Spool::open(cfg(d.path(), 8 << 10, 1 << 30)).unwrap();
+        // First life: records with counters (1, i), all committed.
+        fill(&mut sp, 300, 0);
+        let end = sp.sync().unwrap();
+        assert_eq!(read_all(d.path(), rec.start, end).0.len(), 300);
+        sp.release(end).unwrap();
+        assert_eq!(spares(d.path()), MAX_SPARES);
+        // Second life, with lower counters: one record fills the active
+        // segment (started before the spares existed), the next ones go to
+        // a spare; synced, then a crash (no rotation).
+        let tag = Tag {
+            agent: "000",
+            counters: (0, 0),
+        };
+        sp.append(1000, tag, 1, &[b'x'; 8150]).unwrap();
+        for i in 1..4u32 {
+            let tag = Tag {
+                agent: "000",
+                counters: (0, i),
+            };
+            sp.append(1000 + i64::from(i), tag, 1, b"second life")
+                .unwrap();
+        }
+        assert_eq!(spares(d.path()), MAX_SPARES - 1);
+        let end2 = sp.sync().unwrap();
+        let path = seg_path(d.path(), end2.segment);
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            on_disk > end2.offset + 1000,
+            "not a reused file: {on_disk} bytes"
+        );
+        drop(sp);
+        let (mut sp, rec2) = Spool::open(cfg(d.path(), 8 << 10, 1 << 30)).unwrap();
+        // The old records behind the new ones are not records any more.
+        assert_eq!(rec2.corrupt_records, 0);
+        assert_eq!(rec2.counters.len(), 1);
+        assert_eq!(rec2.counters.get("000"), Some(&(0, 3)));
+        let (recs, bad) = read_all(d.path(), end, rec2.end);
+        assert_eq!(bad, 0);
+        assert_eq!(
+            recs.iter().map(|r| r.counters).collect::<Vec<_>>(),
+            vec![(0, 0), (0, 1), (0, 2), (0, 3)]
+        );
+        assert!(recs[1..].iter().all(|r| r.payload == b"second life"));
+        // More lives: every record comes back once, sealed reused segments
+        // end at their last record, and the spares stay bounded.
+        let mut from = rec2.end;
+        for round in 0..4u32 {
+            fill(&mut sp, 200, round * 1000);
+            let e = sp.sync().unwrap();
+            let (recs, bad) = read_all(d.path(), from, e);
+            assert_eq!((recs.len(), bad), (200, 0), "round {round}");
+            for (i, r) in recs.iter().enumerate() {
+                assert_eq!(r.counters, (1, round * 1000 + i as u32));
+            }
+            for (n, info) in &sp.sealed {
+                let len = std::fs::metadata(seg_path(d.path(), *n)).unwrap().len();
+                assert_eq!(len, info.len, "segment {n}");
+            }
+            sp.release(e).unwrap();
+            assert!(spares(d.path()) <= MAX_SPARES);
+            from = e;
+        }
+    }
+
+    /// A record as segments without the header hold it (CRC from 0).
+    fn old_record(ts: i64, agent: &str, counters: (u32, u32), payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&ts.to_le_bytes());
+        body.extend_from_slice(&counters.0.to_le_bytes());
+        body.extend_from_slice(&counters.1.to_le_bytes());
+        body.push(agent.len() as u8);
+        body.extend_from_slice(agent.as_bytes());
+        body.push(1);
+        body.extend_from_slice(payload);
+        let mut r = (body.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        r.extend_from_slice(&body);
+        r
+    }
+
+    #[test]
+    fn segments_without_the_header_are_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut old = Vec::new();
+        for i in 0..5u32 {
+            old.extend(old_record(
+                i64::from(i),
+                "042",
+                (3, i),
+                b"from an older version",
+            ));
+        }
+        std::fs::write(seg_path(d.path(), 7), &old).unwrap();
+        let (mut sp, rec) = Spool::open(cfg(d.path(), 8 << 10, 1 << 30)).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.corrupt_records), (0, 0));
+        assert_eq!(rec.counters.get("042"), Some(&(3, 4)));
+        assert_eq!(
+            rec.start,
+            Position {
+                segment: 7,
+                offset: 0
+            }
+        );
+        fill(&mut sp, 3, 10);
+        let end = sp.sync().unwrap();
+        let (recs, bad) = read_all(d.path(), rec.start, end);
+        assert_eq!((recs.len(), bad), (8, 0));
+        assert!(recs[..5]
+            .iter()
+            .all(|r| r.payload == b"from an older version"));
+        assert_eq!(recs[5].counters, (1, 10));
+        // Committed, an old segment is deleted, never reused.
+        sp.release(recs[4].end).unwrap();
+        assert!(!seg_path(d.path(), 7).exists());
+        assert_eq!(spares(d.path()), 0);
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub fn open(settings: &SpoolSettings, table: &AgentTable) -> anyhow::Result<Open
         tracing::warn!(
             spool = %settings.dir.display(),
             bytes = rec.truncated_bytes,
-            "the spool ended in a torn record (the process died mid-write): truncated"
+            "the spool ended in a torn record (the process died mid-write) or in the unused rest of a reused segment: cut after the last whole record"
         );
     }
     if rec.bytes > 0 {
